@@ -1,0 +1,227 @@
+"""The Browse screen (first screen): checkpoints, datasets and runs in three tabs. Enter opens a
+run (or inspects a checkpoint/dataset); ``i`` inspects; ``n`` starts the New-run form."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from .. import catalog, jobs
+from ..widgets.gpu_line import GpuLine
+from ..widgets.log_pane import LogPane
+
+STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
+                "cancelled": "yellow", "interrupted": "yellow"}
+
+
+class Scanned(Message):
+    """Entries of one Browse table, from the scan worker."""
+
+    def __init__(self, table: str, entries: list[Any]) -> None:
+        super().__init__()
+        self.table = table
+        self.entries = entries
+
+
+class BrowseScreen(Screen):
+    """Checkpoints, datasets and runs."""
+
+    HELP = ("Checkpoints come from the configured folders and the local Hugging Face cache; "
+            "datasets from the configured dataset folders; runs from the runs folder. Runs started "
+            "earlier (even before memtui was restarted) show their live status.")
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("i", "inspect", "Inspect"),
+        Binding("n", "new_run", "New run"),
+        Binding("space", "mark", "Mark run", show=False),
+        Binding("c", "compare", "Compare"),
+        Binding("m", "memories", "Memories", show=False),
+        Binding("x", "cancel_run", "Cancel run", show=False),
+        Binding("r", "refresh", "Refresh"),
+        Binding("1", "tab('runs')", "Runs", show=False),
+        Binding("2", "tab('checkpoints')", "Checkpoints", show=False),
+        Binding("3", "tab('datasets')", "Datasets", show=False),
+        Binding("4", "tab('log')", "Log", show=False),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.entries: dict[str, list[Any]] = {"runs": [], "checkpoints": [], "datasets": []}
+        self.marked: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text(), id="browse-title", classes="title-line")
+        with TabbedContent(initial="runs", id="browse-tabs"):
+            with TabPane("1 Runs", id="runs"):
+                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("2 Checkpoints", id="checkpoints"):
+                yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("3 Datasets", id="datasets"):
+                yield DataTable(id="datasets-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("4 Log", id="log"):
+                yield LogPane(id="app-log")
+        yield GpuLine(enabled=getattr(self.app, "gpu", True))
+        yield Footer()
+
+    def title_text(self) -> str:
+        return f"memtui · runs in {self.app.cfg.runs_path}"
+
+    def on_mount(self) -> None:
+        t = self.query_one("#runs-table", DataTable)
+        for key, label in (("mark", " "), ("name", "run"), ("status", "status"),
+                           ("analysis", "analysis"), ("method", "method"), ("progress", "items"),
+                           ("headline", "headline")):
+            t.add_column(label, key=key)
+        for table, cols in (("checkpoints", ("name", "kind", "size", "source", "where")),
+                            ("datasets", ("name", "layout", "images", "where"))):
+            dt = self.query_one(f"#{table}-table", DataTable)
+            for c in cols:
+                dt.add_column(c, key=c)
+        self.query_one("#app-log", LogPane).add_lines(list(getattr(self.app, "messages", [])))
+        self.action_refresh()
+        self.set_interval(2.0, self.scan_runs)
+
+    def on_screen_resume(self) -> None:
+        self.query_one("#browse-title", Static).update(self.title_text())
+        self.scan_runs()
+
+    # ------------------------------------------------------------------------------ scanning
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan-runs")
+    def scan_runs(self) -> None:
+        self.post_message(Scanned("runs", jobs.find_runs(self.app.cfg.runs_path)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan-assets")
+    def scan_assets(self) -> None:
+        cfg = self.app.cfg
+        self.post_message(Scanned("datasets", catalog.scan_datasets(cfg.dataset_roots)))
+        quick = catalog.scan_checkpoints(cfg.checkpoint_roots, detect=False)
+        self.post_message(Scanned("checkpoints", quick))
+        if quick:
+            self.post_message(Scanned("checkpoints", catalog.scan_checkpoints(cfg.checkpoint_roots)))
+
+    @on(Scanned)
+    def show_scan(self, msg: Scanned) -> None:
+        table = self.query_one(f"#{msg.table}-table", DataTable)
+        if msg.table == "runs" and [self.run_row(r) for r in msg.entries] == \
+                [self.run_row(r) for r in self.entries["runs"]]:
+            return
+        self.entries[msg.table] = msg.entries
+        keep = table.cursor_row
+        table.clear()
+        for e in msg.entries:
+            if msg.table == "runs":
+                table.add_row(*self.run_row(e), key=str(e.path))
+            elif msg.table == "checkpoints":
+                table.add_row(e.name, e.kind, e.size, e.source, e.detail, key=str(e.path))
+            else:
+                table.add_row(e.name, e.kind, e.size, e.detail, key=str(e.path))
+        if msg.entries:
+            table.move_cursor(row=min(keep, len(msg.entries) - 1))
+
+    def run_row(self, r: jobs.RunInfo) -> tuple:
+        mark = "●" if str(r.path) in self.marked else " "
+        status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
+        return (mark, r.name, status, r.analysis, r.method, r.progress_text(), r.headline())
+
+    # ------------------------------------------------------------------------------ helpers
+    def current_tab(self) -> str:
+        return self.query_one("#browse-tabs", TabbedContent).active
+
+    def current_entry(self) -> Any | None:
+        tab = self.current_tab()
+        if tab not in self.entries:
+            return None
+        table = self.query_one(f"#{tab}-table", DataTable)
+        rows = self.entries[tab]
+        if not rows or table.cursor_row >= len(rows):
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((e for e in rows if str(e.path) == key), None)
+
+    # ------------------------------------------------------------------------------ actions
+    def action_refresh(self) -> None:
+        self.scan_runs()
+        self.scan_assets()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#browse-tabs", TabbedContent).active = tab
+        if tab in self.entries:
+            self.query_one(f"#{tab}-table", DataTable).focus()
+
+    def action_cursor(self, direction: str) -> None:
+        tab = self.current_tab()
+        if tab in self.entries:
+            table = self.query_one(f"#{tab}-table", DataTable)
+            (table.action_cursor_down if direction == "down" else table.action_cursor_up)()
+
+    @on(DataTable.RowSelected)
+    def row_selected(self, _: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        entry = self.current_entry()
+        if entry is None:
+            return
+        if isinstance(entry, jobs.RunInfo):
+            from .run import RunScreen
+
+            self.app.push_screen(RunScreen(entry.path))
+        else:
+            self.action_inspect()
+
+    def action_inspect(self) -> None:
+        from .inspect import InspectScreen
+
+        entry = self.current_entry()
+        if entry is None:
+            self.notify("nothing selected", severity="warning")
+            return
+        kind = {"runs": "run", "checkpoints": "checkpoint", "datasets": "dataset"}[self.current_tab()]
+        self.app.push_screen(InspectScreen(kind, entry))
+
+    def action_new_run(self) -> None:
+        from .new_run import NewRunScreen
+
+        self.app.push_screen(NewRunScreen())
+
+    def action_mark(self) -> None:
+        entry = self.current_entry()
+        if not isinstance(entry, jobs.RunInfo):
+            return
+        key = str(entry.path)
+        self.marked.symmetric_difference_update({key})
+        table = self.query_one("#runs-table", DataTable)
+        table.update_cell(key, "mark", "●" if key in self.marked else " ")
+
+    def action_compare(self) -> None:
+        from .compare import CompareScreen
+
+        runs = [r for r in self.entries["runs"] if str(r.path) in self.marked] or \
+               [r for r in self.entries["runs"] if r.summary]
+        if not runs:
+            self.notify("no finished runs to compare (mark runs with space)", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([r.path for r in runs]))
+
+    def action_memories(self) -> None:
+        from .memories import MemoriesScreen
+
+        entry = self.current_entry()
+        if isinstance(entry, jobs.RunInfo):
+            self.app.push_screen(MemoriesScreen(entry.path))
+
+    def action_cancel_run(self) -> None:
+        entry = self.current_entry()
+        if isinstance(entry, jobs.RunInfo):
+            ok = jobs.cancel_run(entry.path)
+            self.notify(f"asked {entry.name} to stop" if ok else f"{entry.name} is not running",
+                        severity="information" if ok else "warning")

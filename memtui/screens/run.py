@@ -1,0 +1,293 @@
+"""The Run screen: one run directory, live. A thread worker tails events.jsonl / results.jsonl and
+posts :class:`RunUpdate` messages (at most ~4 per second); the screen updates the items table in
+place, the progress bar, the query/reconstruction preview of the highlighted item, the NLL and PSNR
+histograms, the summary, the errors of failed items and the run's log."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from .. import jobs
+from ..widgets.gpu_line import GpuLine
+from ..widgets.histogram import Histogram
+from ..widgets.items_table import ItemsTable
+from ..widgets.log_pane import LogPane
+from ..widgets.preview import PreviewPair
+from ..widgets.summary import summary_renderable
+
+POLL_S = 0.25  # ~4 Hz
+TABS: tuple[str, ...] = ("preview", "nll", "psnr", "summary", "errors", "log")
+
+
+def seed_dim(run_dir: Path) -> int | None:
+    """Number of entries of a seed z_T, read from the header of the first latents file
+    (safetensors header JSON; no torch needed)."""
+    import json
+    import struct
+
+    for f in sorted((Path(run_dir) / "latents").glob("*.safetensors"))[:1]:
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            shape = header.get("z_T", {}).get("shape")
+            if shape:
+                return int(math.prod(shape[1:] if len(shape) == 4 else shape))
+        except (OSError, ValueError, struct.error):
+            return None
+    return None
+
+
+def nll_law_for(run_dir: Path, summary: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(mean, std) of NLL under N(0, I_d) for this run's seed size d, from the metrics engine."""
+    d = (summary or {}).get("d")
+    normal = (summary or {}).get("normal")
+    if not isinstance(d, int) and isinstance(normal, dict) and isinstance(normal.get("d"), int):
+        d = normal["d"]
+    d = d if isinstance(d, int) and d > 0 else seed_dim(run_dir)
+    if not d:
+        return None
+    try:
+        from memtui.engine.metrics import nll_law
+    except ImportError:
+        return None
+    mean, std = nll_law(d)
+    return float(mean), float(std)
+
+
+@dataclass
+class RunState:
+    """What the worker has read so far (used only by the worker thread)."""
+
+    status: str = "new"
+    total: int | None = None
+    done: int = 0
+    summary: dict[str, Any] | None = None
+    law: tuple[float, float] | None = None
+    log_lines: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunUpdate(Message):
+    """New records of one run (posted from the tail worker)."""
+
+    def __init__(self, results: list[dict[str, Any]], status: str, total: int | None,
+                 summary: dict[str, Any] | None, law: tuple[float, float] | None,
+                 log_lines: list[str], summary_changed: bool) -> None:
+        super().__init__()
+        self.results = results
+        self.status = status
+        self.total = total
+        self.summary = summary
+        self.law = law
+        self.log_lines = log_lines
+        self.summary_changed = summary_changed
+
+
+class RunScreen(Screen):
+    """One run, live: table, preview, histograms, summary, errors, log."""
+
+    HELP = ("The run's items fill the table as they finish (sortable); the preview shows the "
+            "highlighted item's query beside its reconstruction. The run keeps going if you leave "
+            "this screen or quit memtui.")
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "sort_next", "Sort"),
+        Binding("r", "sort_reverse", "Reverse"),
+        Binding("1", "tab('preview')", "Preview"),
+        Binding("2", "tab('nll')", "NLL"),
+        Binding("3", "tab('psnr')", "PSNR"),
+        Binding("4", "tab('summary')", "Summary"),
+        Binding("5", "tab('errors')", "Errors", show=False),
+        Binding("6", "tab('log')", "Log", show=False),
+        Binding("m", "memories", "Memories"),
+        Binding("x", "cancel_run", "Cancel run"),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    def __init__(self, run_dir: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run_dir = Path(run_dir)
+        self.info = jobs.read_run(self.run_dir)
+        self.summary: dict[str, Any] | None = None
+        self.law: tuple[float, float] | None = None
+        self.status = self.info.status
+
+    # ----------------------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text(), id="run-title", classes="title-line")
+        with Horizontal(id="run-head"):
+            yield Static("", id="run-status")
+            yield ProgressBar(total=None, show_eta=getattr(self.app, "show_eta", True), id="run-progress")
+        with Horizontal(id="run-main"):
+            yield ItemsTable(id="items")
+            with Vertical(id="run-side"):
+                with TabbedContent(initial="preview", id="run-tabs"):
+                    with TabPane("Preview", id="preview"):
+                        yield PreviewPair(id="pair")
+                    with TabPane("NLL", id="nll"):
+                        yield Histogram("NLL of seeds (nats)", "NLL", id="nll-hist")
+                    with TabPane("PSNR", id="psnr"):
+                        yield Histogram("PSNR of reconstructions (dB)", "PSNR", id="psnr-hist")
+                    with TabPane("Summary", id="summary-tab"):
+                        yield Static("", id="summary")
+                    with TabPane("Errors", id="errors-tab"):
+                        yield Static("no failed items", id="errors")
+                    with TabPane("Log", id="log-tab"):
+                        yield LogPane(id="run-log")
+        yield GpuLine(enabled=getattr(self.app, "gpu", True))
+        yield Footer()
+
+    def title_text(self) -> str:
+        i = self.info
+        return f"Run {i.name} · {i.analysis} · {i.method} · {self.status}"
+
+    def on_mount(self) -> None:
+        self.query_one("#summary", Static).update(summary_renderable(None))
+        self.tail()
+
+    # ----------------------------------------------------------------------------- worker
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tail")
+    def tail(self) -> None:
+        """Tail the run directory until the run ends (or the screen goes away)."""
+        worker = get_current_worker()
+        results_tail = jobs.JsonlTail(self.run_dir / "results.jsonl")
+        events_tail = jobs.JsonlTail(self.run_dir / "events.jsonl")
+        state = RunState()
+        log_tail = jobs.TextTail(self.run_dir / jobs.LOG_FILE)
+        quiet_polls = 0
+        while not worker.is_cancelled:
+            new_results = results_tail.read_new()
+            new_events = events_tail.read_new()
+            for ev in new_events:
+                if isinstance(ev.get("total"), int):
+                    state.extra["total"] = ev["total"]
+            total = state.extra.get("total")
+            status = jobs.run_status(self.run_dir)
+            live = status == "running"
+            summary = jobs.read_json(self.run_dir / "summary.json")
+            summary_changed = summary != state.summary
+            if summary_changed or (state.law is None and new_results):
+                state.law = nll_law_for(self.run_dir, summary)
+            log_new = log_tail.read_new()
+            changed = bool(new_results or new_events or summary_changed or log_new
+                           or status != state.status or total != state.total)
+            if changed:
+                state.status, state.total, state.summary = status, total, summary
+                self.post_message(RunUpdate(new_results, status, total, summary, state.law,
+                                            log_new, summary_changed))
+                quiet_polls = 0
+            else:
+                quiet_polls += 1
+            if not live and quiet_polls >= 2:
+                return
+            time.sleep(POLL_S)
+
+    @on(RunUpdate)
+    def apply_update(self, msg: RunUpdate) -> None:
+        table = self.query_one(ItemsTable)
+        with self.app.batch_update():
+            table.upsert(msg.results)
+            if msg.results and table.sort_column != "id":
+                table.apply_sort()
+            self.status = msg.status
+            self.query_one("#run-title", Static).update(self.title_text())
+            records = table.records
+            done = len(records)
+            errors = [r for r in records.values() if r.get("status") == "error"]
+            total = msg.total if msg.total is not None else (done if msg.status == "finished" else None)
+            bar = self.query_one(ProgressBar)
+            bar.update(total=total, progress=done)
+            err = f" · {len(errors)} failed" if errors else ""
+            self.query_one("#run-status", Static).update(
+                f"{done}/{total if total is not None else '?'} items{err}")
+            if msg.summary_changed:
+                self.summary = msg.summary
+                self.query_one("#summary", Static).update(summary_renderable(msg.summary))
+            self.law = msg.law
+            if msg.results or msg.summary_changed:
+                self.redraw_plots()
+                self.show_errors(errors)
+            if msg.log_lines:
+                self.query_one(LogPane).add_lines(msg.log_lines)
+            self.update_preview()
+
+    def redraw_plots(self) -> None:
+        records = list(self.query_one(ItemsTable).records.values())
+        by_set: dict[str, dict[str, list[float]]] = {"nll": {}, "psnr": {}}
+        for rec in records:
+            for metric in ("nll", "psnr"):
+                v = rec.get(metric)
+                if isinstance(v, (int, float)):
+                    by_set[metric].setdefault(str(rec.get("set", "?")), []).append(float(v))
+        law = (self.law[0], self.law[1], "N(0,I) law") if self.law else None
+        self.query_one("#nll-hist", Histogram).set_data(by_set["nll"], law=law)
+        self.query_one("#psnr-hist", Histogram).set_data(by_set["psnr"])
+
+    def show_errors(self, errors: list[dict[str, Any]]) -> None:
+        text = Text()
+        for rec in errors:
+            text.append(f"{rec.get('item_id')}", style="bold red")
+            text.append(f": {rec.get('error', 'unknown error')}\n")
+        self.query_one("#errors", Static).update(text if errors else Text("no failed items", style="dim"))
+
+    # ----------------------------------------------------------------------------- preview
+    def update_preview(self) -> None:
+        table = self.query_one(ItemsTable)
+        item_id = table.current_id()
+        pair = self.query_one(PreviewPair)
+        if item_id is None:
+            pair.show_item(None, None, None)
+            return
+        rec = table.records.get(item_id, {})
+        images = self.run_dir / "images"
+        pair.show_item(item_id, images / f"{item_id}.query.png", images / f"{item_id}.recon.png",
+                       str(rec.get("prompt", "")))
+
+    @on(DataTable.RowHighlighted, "#items")
+    def row_highlighted(self, _: DataTable.RowHighlighted) -> None:
+        self.update_preview()
+
+    # ----------------------------------------------------------------------------- actions
+    def action_sort_next(self) -> None:
+        col = self.query_one(ItemsTable).cycle_sort()
+        self.notify(f"sorted by {col}", timeout=2)
+
+    def action_sort_reverse(self) -> None:
+        table = self.query_one(ItemsTable)
+        table.apply_sort(reverse=not table.sort_reverse)
+
+    def action_tab(self, tab: str) -> None:
+        pane = {"summary": "summary-tab", "errors": "errors-tab", "log": "log-tab"}.get(tab, tab)
+        self.query_one("#run-tabs", TabbedContent).active = pane
+
+    def action_cursor_down(self) -> None:
+        self.query_one(ItemsTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(ItemsTable).action_cursor_up()
+
+    def action_memories(self) -> None:
+        from .memories import MemoriesScreen
+
+        self.app.push_screen(MemoriesScreen(self.run_dir))
+
+    def action_cancel_run(self) -> None:
+        if jobs.cancel_run(self.run_dir):
+            self.notify(f"asked {self.info.name} to stop; its directory stays resumable")
+        else:
+            self.notify(f"{self.info.name} is not running", severity="warning")

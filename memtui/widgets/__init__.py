@@ -1,0 +1,1 @@
+"""The console's widgets: items table, histograms, image preview, GPU line, log pane."""
