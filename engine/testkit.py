@@ -70,3 +70,167 @@ def save_pipeline(pipe: SDPipeline, path: str | Path) -> Path:
     }
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
+
+
+# --------------------------------------------------------------------------- checkpoint kinds
+# Savers that write a (tiny) pipeline's components as each ablated-checkpoint kind memtui loads
+# (peers.md §3: K1-K9), so the loaders are exercised on the same code path as real releases.
+
+def perturbed(pipe: SDPipeline, pattern: str, component: str = "unet", scale: float = 0.05,
+              seed: int = 1) -> tuple[SDPipeline, list[str]]:
+    """A copy of ``pipe`` (modules deep-copied, tokenizer shared) whose ``component`` tensors with
+    names matching the regex ``pattern`` got Gaussian noise of std ``scale``; returns it and the
+    sorted component-qualified names of the changed tensors (e.g. ``unet.…attn2.to_k.weight``)."""
+    import copy
+    import re
+
+    new = SDPipeline(unet=copy.deepcopy(pipe.unet), vae=copy.deepcopy(pipe.vae),
+                     text_encoder=copy.deepcopy(pipe.text_encoder), tokenizer=pipe.tokenizer,
+                     scheduler_config=dict(pipe.scheduler_config), source=pipe.source + "+perturbed")
+    module = getattr(new, component)
+    gen = torch.Generator().manual_seed(seed)
+    changed = []
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if re.search(pattern, name) and t.is_floating_point():
+                t.add_(scale * torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t.dtype))
+                changed.append(f"{component}.{name}")
+    if not changed:
+        raise ValueError(f"no {component} tensor matches {pattern!r}")
+    return new, sorted(changed)
+
+
+def save_state_dict(sd: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a flat or nested dict of tensors: ``.safetensors`` (flat only) or a plain torch pickle
+    (``.pt/.bin/.ckpt/.pth``) that ``torch.load(weights_only=True)`` accepts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path), metadata={"format": "pt"})
+    else:
+        torch.save(sd, path)
+    return path
+
+
+def save_unet_state_dict(unet: torch.nn.Module, path: str | Path, keys: list[str] | None = None) -> Path:
+    """A diffusers-keyed UNet state dict (K3), or only ``keys`` of it (K4, partial)."""
+    sd = {k: v.detach().clone() for k, v in unet.state_dict().items() if keys is None or k in keys}
+    return save_state_dict(sd, path)
+
+
+def save_unet_folder(unet: torch.nn.Module, path: str | Path) -> Path:
+    """A diffusers UNet folder (K2): ``config.json`` + ``diffusion_pytorch_model.safetensors``."""
+    unet.save_pretrained(Path(path))
+    return Path(path)
+
+
+def save_text_encoder(text_encoder: torch.nn.Module, path: str | Path, prefix: str = "text_model.") -> Path:
+    """The CLIP text encoder (K9): a transformers folder when ``path`` has no weight suffix, else a
+    state dict file whose keys carry ``prefix`` (``text_model.`` as AdvUnlearn's ``.pt`` files)."""
+    path = Path(path)
+    if path.suffix not in (".safetensors", ".pt", ".bin", ".pth", ".ckpt"):
+        text_encoder.save_pretrained(path)
+        return path
+    sd = {}
+    for k, v in text_encoder.state_dict().items():
+        bare = k[len("text_model."):] if k.startswith("text_model.") else k
+        sd[prefix + bare] = v.detach().clone()
+    return save_state_dict(sd, path)
+
+
+def save_delta(path: str | Path, unet_sd: dict[str, torch.Tensor] | None = None,
+               text_encoder_sd: dict[str, torch.Tensor] | None = None) -> Path:
+    """An Ablating-Concepts style ``delta.bin`` (K6): ``{"unet": {...}, "text_encoder": {...}}``."""
+    delta: dict[str, dict[str, torch.Tensor]] = {}
+    if unet_sd is not None:
+        delta["unet"] = {k: v.detach().clone() for k, v in unet_sd.items()}
+    if text_encoder_sd is not None:
+        delta["text_encoder"] = {k: v.detach().clone() for k, v in text_encoder_sd.items()}
+    return save_state_dict(delta, path)
+
+
+_LDM_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
+               "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+
+
+def diffusers_unet_to_ldm(sd: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Inverse of diffusers' ``convert_ldm_unet_checkpoint`` for SD 1.x-layout UNets: diffusers keys
+    -> ``model.diffusion_model.*`` CompVis keys (for fabricating test ``.ckpt`` files)."""
+    lpb, n = int(config["layers_per_block"]), len(config["block_out_channels"])
+    m = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+         "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+         "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
+         "mid_block.resnets.1": "middle_block.2"}
+    for b in range(n):
+        for j in range(lpb):
+            m[f"down_blocks.{b}.resnets.{j}"] = f"input_blocks.{1 + b * (lpb + 1) + j}.0"
+            m[f"down_blocks.{b}.attentions.{j}"] = f"input_blocks.{1 + b * (lpb + 1) + j}.1"
+        if b < n - 1:
+            m[f"down_blocks.{b}.downsamplers.0.conv"] = f"input_blocks.{1 + b * (lpb + 1) + lpb}.0.op"
+        up_attn = any(k.startswith(f"up_blocks.{b}.attentions.") for k in sd)
+        for j in range(lpb + 1):
+            m[f"up_blocks.{b}.resnets.{j}"] = f"output_blocks.{b * (lpb + 1) + j}.0"
+            m[f"up_blocks.{b}.attentions.{j}"] = f"output_blocks.{b * (lpb + 1) + j}.1"
+        if b < n - 1:
+            m[f"up_blocks.{b}.upsamplers.0.conv"] = f"output_blocks.{b * (lpb + 1) + lpb}.{2 if up_attn else 1}.conv"
+    out = {}
+    for key, v in sd.items():
+        prefix = max((p for p in m if key.startswith(p + ".")), key=len, default=None)
+        if prefix is None:
+            raise KeyError(f"no CompVis name for UNet key {key}")
+        rest = key[len(prefix) + 1:]
+        if ".resnets." in prefix or prefix.startswith("mid_block.resnets"):
+            head, _, tail = rest.partition(".")
+            rest = f"{_LDM_RESNET.get(head, head)}.{tail}"
+        out[f"model.diffusion_model.{m[prefix]}.{rest}"] = v
+    return out
+
+
+def save_compvis_checkpoint(pipe: SDPipeline, path: str | Path, text_encoder: bool = True) -> Path:
+    """A CompVis/LDM single-file checkpoint (K5): ``{"state_dict": {model.diffusion_model.*,
+    cond_stage_model.transformer.text_model.*}, "global_step": 0}`` as a torch pickle (``.ckpt``)
+    or flat safetensors."""
+    sd = diffusers_unet_to_ldm({k: v.detach().clone() for k, v in pipe.unet.state_dict().items()},
+                               dict(pipe.unet.config))
+    if text_encoder:
+        for k, v in pipe.text_encoder.state_dict().items():
+            bare = k[len("text_model."):] if k.startswith("text_model.") else k
+            sd[f"cond_stage_model.transformer.text_model.{bare}"] = v.detach().clone()
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return save_state_dict(sd, path)
+    return save_state_dict({"state_dict": sd, "global_step": 0}, path)
+
+
+def save_spm_adapter(unet: torch.nn.Module, path: str | Path, rank: int = 2, alpha: float = 1.0) -> Path:
+    """An SPM-style LoRA adapter (K7) for every cross-attention K/V: safetensors with
+    ``lora_unet_<module>.lora_down/up.weight`` keys and rank/alpha/prompts metadata."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    sd = {}
+    for name, t in unet.state_dict().items():
+        if name.endswith(("attn2.to_k.weight", "attn2.to_v.weight")):
+            base = "lora_unet_" + name[: -len(".weight")].replace(".", "_")
+            sd[f"{base}.lora_down.weight"] = torch.randn(rank, t.shape[1], generator=gen)
+            sd[f"{base}.lora_up.weight"] = torch.zeros(t.shape[0], rank)
+    save_file(sd, str(path), metadata={"rank": str(rank), "alpha": str(alpha), "prompts": "van gogh"})
+    return Path(path)
+
+
+def save_receler_eraser(unet: torch.nn.Module, folder: str | Path, rank: int = 2) -> Path:
+    """A Receler-style eraser (K8): ``eraser_weights.pt`` (adapters keyed by UNet block prefix) and
+    ``eraser_config.json`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {}
+    for name, t in unet.state_dict().items():
+        if name.endswith("attn2.to_out.0.weight"):
+            block = name[: -len(".attn2.to_out.0.weight")]
+            sd[f"{block}.eraser.down.weight"] = torch.zeros(rank, t.shape[0])
+            sd[f"{block}.eraser.up.weight"] = torch.zeros(t.shape[0], rank)
+    torch.save(sd, folder / "eraser_weights.pt")
+    (folder / "eraser_config.json").write_text(json.dumps({"rank": rank, "concept": "nudity"}))
+    return folder
