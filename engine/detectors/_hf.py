@@ -1,0 +1,43 @@
+"""Shared loading of local transformers folders for the image-classification and CLIP detectors:
+offline (``local_files_only``), a clear :class:`DetectorError` for a missing or malformed folder."""
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import DetectorError
+
+
+def check_folder(kind: str, path: str | Path | None) -> Path:
+    """The folder ``path`` as a Path; DetectorError unless it holds a ``config.json``."""
+    if path is None:
+        raise DetectorError(f"the {kind} detector needs a local model folder (config.json + weights)")
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise DetectorError(f"{kind} detector: {p} is not a transformers model folder (no config.json)")
+    return p
+
+
+def load_pretrained(kind: str, loader: Any, path: Path, **kw: Any) -> Any:
+    """``loader.from_pretrained(path, local_files_only=True, **kw)`` with errors as DetectorError."""
+    try:
+        return loader.from_pretrained(str(path), local_files_only=True, **kw)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DetectorError(f"{kind} detector: cannot load {path}: {exc}") from exc
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``device`` or CUDA if available else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def release(*_: Any) -> None:
+    """Collect garbage and return cached accelerator memory."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
