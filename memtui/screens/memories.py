@@ -109,8 +109,11 @@ class MemoriesScreen(Screen):
         self.query_one("#target-pair", PreviewPair).show_item(
             tid, images / f"{tid}.query.png", images / f"{tid}.recon.png", str(target.get("prompt", "")))
         mems = self.memories_of(tid)
-        items = [(f"{m['item_id']} {fmt(m.get('psnr'))}dB", images / f"{m['item_id']}.recon.png")
-                 for m in mems]
+        items = []
+        for m in mems:
+            mid = str(m["item_id"])
+            short = mid[len(tid):].lstrip("-_.") if mid.startswith(tid) else mid
+            items.append((f"{short or mid} {fmt(m.get('psnr'))}dB", images / f"{mid}.recon.png"))
         grid = image_grid(items, width=12, columns=4) if items else Text("no memories yet", style="dim")
         self.query_one("#memory-grid", Static).update(Group(Text("memories (reconstructions)", style="bold"), grid))
         dists = [d for d in (memory_distance(m) for m in mems) if d is not None]

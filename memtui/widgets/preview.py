@@ -32,10 +32,10 @@ def image_grid(items: list[tuple[str, Path | None]], width: int, columns: int) -
     """Captioned previews laid out ``columns`` per row."""
     grid = Table.grid(padding=(0, 1))
     for _ in range(columns):
-        grid.add_column()
+        grid.add_column(width=width)
     row: list[RenderableType] = []
     for caption, path in items:
-        row.append(Group(pixels(path, width), Text(caption[:width], style="dim")))
+        row.append(Group(pixels(path, width), Text(caption, style="dim", overflow="fold")))
         if len(row) == columns:
             grid.add_row(*row)
             row = []

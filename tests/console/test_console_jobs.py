@@ -1,0 +1,100 @@
+"""jobs (spawn/attach/cancel, tailing) and config (TOML round trip, one-launch overrides)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from memtui import jobs
+from memtui.config import Config, apply_overrides, load_config, save_config
+
+
+def test_jsonl_tail_reads_only_complete_new_lines(tmp_path):
+    path = tmp_path / "results.jsonl"
+    tail = jobs.JsonlTail(path)
+    assert tail.read_new() == []
+    path.write_text('{"item_id": "a"}\n{"item_id": "b", "ps')
+    assert tail.read_new() == [{"item_id": "a"}]
+    assert tail.read_new() == []
+    with open(path, "a") as f:
+        f.write('nr": 1.5}\nnot json\n[1]\n')
+    assert tail.read_new() == [{"item_id": "b", "psnr": 1.5}]
+
+
+def test_spawned_process_is_seen_live_and_cancelled_by_group(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    # a stand-in "run": a process in its own session with a child, like the batch runner's workers
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            " time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    (run / jobs.PID_FILE).write_text(str(proc.pid))
+    try:
+        assert jobs.is_live(run) and jobs.run_status(run) == "running"
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+        assert jobs.cancel_run(run, signal.SIGTERM)
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the whole group got the signal: no member is left
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)
+        assert not jobs.is_live(run) and not jobs.cancel_run(run)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_batch_command_is_the_headless_entry(tmp_path):
+    cmd = jobs.batch_command(tmp_path / "s.toml", tmp_path / "run")
+    assert cmd[:5] == [sys.executable, "-m", "memtui", "--batch", "--spec"]
+    assert cmd[5:] == [str(tmp_path / "s.toml"), "--out", str(tmp_path / "run")]
+
+
+def test_read_run_from_runstore_files(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "spec.json").write_text(json.dumps({"analysis": "concept", "method": "nti"}))
+    (run / "events.jsonl").write_text(json.dumps({"ts": "t", "type": "started", "total": 5}) + "\n")
+    (run / "results.jsonl").write_text("".join(json.dumps({"item_id": f"e{i}", "status": s}) + "\n"
+                                               for i, s in enumerate(["ok", "error", "ok"])))
+    info = jobs.read_run(run)
+    assert (info.status, info.done, info.total, info.errors) == ("incomplete", 3, 5, 1)
+    assert info.method == "nti" and info.progress_text() == "3/5" and info.headline() == "-"
+
+
+def test_config_round_trip_and_overrides(tmp_path):
+    path = tmp_path / "c" / "config.toml"
+    assert load_config(path) == Config()
+    cfg = Config(checkpoint_roots=["/ck"], dataset_roots=["/d1", "/d2"], runs_dir="/runs", theme="nord")
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    over = apply_overrides(load_config(path), runs=str(tmp_path / "other"))
+    assert over.runs_path == tmp_path / "other" and load_config(path).runs_dir == "/runs"
+    path.write_text("checkpoint_roots = 3\n")
+    with pytest.raises(ValueError, match="checkpoint_roots"):
+        load_config(path)
+    path.write_text("not = [toml\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_gpu_line_without_nvml_says_no_gpu():
+    pytest.importorskip("textual")
+    try:
+        import pynvml  # noqa: F401
+        pytest.skip("nvidia-ml-py installed")
+    except ImportError:
+        pass
+    from memtui.widgets.gpu_line import gpu_summary
+
+    assert gpu_summary() == "no GPU"
