@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch is imported when sampling runs, so the sampler table is cheap to read
+    import numpy as np
+    import torch
 
-from .pipeline import SDPipeline
+    from .pipeline import SDPipeline
 
 # sampler name -> diffusers scheduler class name (resolved lazily); extra constructor options
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -58,18 +59,19 @@ def make_sampler(name: str, scheduler_config: dict[str, Any] | None = None) -> A
     return getattr(diffusers, cls_name)(**cfg, **extra)
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> torch.Tensor:
+def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> "torch.Tensor":
     """Unscaled initial latents float32 ``[B, C, h, w]`` on CPU, row ``i`` drawn from
     ``torch.Generator().manual_seed(seeds[i])`` (the official CPU draw)."""
+    import torch
+
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
                         for s in seeds])
 
 
-@torch.no_grad()
-def sample(pipe: SDPipeline, prompts: Sequence[str], seeds: Sequence[int],
+def sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int],
            guidance: float | Sequence[float] = DEFAULT_GUIDANCE, sampler: str = DEFAULT_SAMPLER,
            steps: int = DEFAULT_STEPS, height: int | None = None, width: int | None = None,
-           negative_prompt: str = "") -> np.ndarray:
+           negative_prompt: str = "") -> "np.ndarray":
     """Generate one image per row -> uint8 ``[B, H, W, 3]``.
 
     ``prompts``/``seeds`` (and ``guidance`` if a sequence) have one entry per row; ``height`` and
@@ -77,6 +79,17 @@ def sample(pipe: SDPipeline, prompts: Sequence[str], seeds: Sequence[int],
     ``g`` mixes ``eps_u + g (eps_c − eps_u)``; ``g <= 1`` is still computed with both branches
     (as the official code does), so results do not depend on the value's range.
     """
+    import torch
+
+    with torch.no_grad():
+        return _sample(pipe, prompts, seeds, guidance, sampler, steps, height, width, negative_prompt)
+
+
+def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], guidance: float | Sequence[float],
+            sampler: str, steps: int, height: int | None, width: int | None, negative_prompt: str) -> "np.ndarray":
+    import numpy as np
+    import torch
+
     n = len(prompts)
     if n == 0:
         raise ValueError("sample() needs at least one prompt")
