@@ -174,6 +174,14 @@ class RunSpec:
                     out.append(f"{name} folder not found: {v}")
             if self.ablated and not Path(os.path.expanduser(self.ablated)).exists():
                 out.append(f"ablated checkpoint not found: {self.ablated}")
+        if self.analysis == "generate" and isinstance(self.options, dict):
+            from .analysis.generate import spec_problems  # torch-free
+
+            out += spec_problems(self)
+        elif isinstance(self.options, dict) and self.options.get("detectors") is not None:
+            from .detectors.config import detector_problems  # torch-free
+
+            out += detector_problems(self.options["detectors"])
         return out
 
     def validate(self) -> "RunSpec":
