@@ -30,5 +30,13 @@ def get_analysis(name: str) -> Callable[..., dict[str, Any]]:
 
 
 def run(spec: Any, run_dir: Any, progress: Callable[..., None] | None = None, cancel: Any = None) -> dict[str, Any]:
-    """Run (or resume) ``spec`` in ``run_dir``; returns the summary dict."""
-    return get_analysis(spec.analysis)(spec, run_dir, progress=progress, cancel=cancel)
+    """Run (or resume) ``spec`` in ``run_dir``; returns the summary dict. Detectors named in
+    ``spec.options["detectors"]`` then score the finished items (``detectors.apply``; the
+    generate analysis applies them itself)."""
+    summary = get_analysis(spec.analysis)(spec, run_dir, progress=progress, cancel=cancel)
+    detectors = (getattr(spec, "options", None) or {}).get("detectors")
+    if detectors and spec.analysis != "generate" and summary.get("status") == "finished":
+        from ..detectors.apply import apply_detectors
+
+        summary["detection"] = apply_detectors(run_dir, detectors, spec)
+    return summary
