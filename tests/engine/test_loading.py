@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import socket
 from pathlib import Path
@@ -17,9 +16,7 @@ import pytest
 import torch
 
 from memtui.engine import testkit as tk
-from memtui.engine.loading import (CheckpointKind, CheckpointMismatchError, ModelNotFoundError,
-                                   UnsafeCheckpointError, UnsupportedCheckpointError, detect_kind,
-                                   inspect_checkpoint, load_ablated, load_base)
+from memtui.engine.loading import CheckpointKind, ModelNotFoundError, detect_kind, load_ablated, load_base
 
 XATTN_KV = r"attn2\.to_[kv]\.weight$"
 PROMPTS = ["a photo of a red circle", "van gogh painting of a church"]
@@ -60,11 +57,6 @@ def modified(tiny_pipe):
     pipe, kv = tk.perturbed(tiny_pipe, XATTN_KV)
     pipe2, conv = tk.perturbed(pipe, r"down_blocks\.1\.resnets\.0\.conv1\.weight$", seed=2)
     return pipe2, kv, conv
-
-
-@pytest.fixture(scope="module")
-def te_modified(tiny_pipe):
-    return tk.perturbed(tiny_pipe, r"self_attn\.(k|v)_proj\.weight$", component="text_encoder", scale=0.2)
 
 
 # ----------------------------------------------------------------------------- base loading
@@ -225,3 +217,41 @@ def test_compvis_conversion_matches_diffusers_names(modified):
     assert torch.equal(ldm[p + "output_blocks.1.1.conv.weight"], sd["up_blocks.0.upsamplers.0.conv.weight"])
     assert torch.equal(ldm[p + "middle_block.2.out_layers.3.weight"], sd["mid_block.resnets.1.conv2.weight"])
     assert len(ldm) == len(sd)
+
+
+SD14_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280),
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                 cross_attention_dim=768, attention_head_dim=8)
+
+
+def test_compvis_names_of_the_full_sd14_layout():
+    """SD 1.4's UNet built on the meta device (no memory): the test kit's CompVis names are the
+    ones real SD 1.x .ckpt files use, and diffusers' converter maps all 686 back one to one."""
+    from diffusers import UNet2DConditionModel
+
+    from memtui.engine.loading.compvis import convert_unet
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD14_UNET)
+    sd = unet.state_dict()
+    assert len(sd) == 686
+    ldm = tk.diffusers_unet_to_ldm(sd, dict(unet.config))
+    p = "model.diffusion_model."
+    assert tuple(ldm[p + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"].shape) == (320, 768)
+    assert tuple(ldm[p + "output_blocks.2.1.conv.weight"].shape) == (1280, 1280, 3, 3)  # UpBlock2D upsampler
+    assert tuple(ldm[p + "output_blocks.5.2.conv.weight"].shape) == (1280, 1280, 3, 3)  # after attention
+    assert tuple(ldm[p + "input_blocks.9.0.op.weight"].shape) == (1280, 1280, 3, 3)
+    assert p + "middle_block.1.transformer_blocks.0.attn2.to_v.weight" in ldm
+    warnings: list[str] = []
+    back = convert_unet(ldm, dict(unet.config), warnings)
+    assert set(back) == set(sd) and all(back[k] is sd[k] for k in sd) and warnings == []
+
+
+@pytest.mark.skipif(not os.environ.get("MEMTUI_SD14_DIR"), reason="set MEMTUI_SD14_DIR to a real SD 1.4 pipeline folder")
+def test_real_sd14_folder_loads_through_the_same_path():
+    pipe = load_base(os.environ["MEMTUI_SD14_DIR"], precision="fp16")
+    assert pipe.image_size == 512 and pipe.latent_shape() == (4, 64, 64)
+    assert len(pipe.unet.state_dict()) == 686
+    assert pipe.encode_prompts(["a photo of a church"]).shape == (1, 77, 768)
