@@ -5,7 +5,8 @@ changed. Weight files are read safely (safetensors, or ``torch.load(weights_only
 from __future__ import annotations
 
 from .ablated import load_ablated
-from .base import hf_cache_dir, load_base, resolve_cached_repo, resolve_pipeline_dir
+from .base import (hf_cache_dir, load_base, resolve_cached_repo, resolve_checkpoint_path,
+                   resolve_pipeline_dir)
 from .detect import CheckpointKind, detect_kind, inspect_checkpoint
 from .errors import (CheckpointMismatchError, LoadingError, ModelNotFoundError, UnsafeCheckpointError,
                      UnsupportedCheckpointError)
@@ -16,5 +17,6 @@ __all__ = [
     "CheckpointKind", "CheckpointMismatchError", "LoadReport", "LoadingError", "ModelNotFoundError",
     "UnsafeCheckpointError", "UnsupportedCheckpointError", "detect_kind", "hf_cache_dir",
     "inspect_checkpoint", "load_ablated", "load_base", "load_file", "resolve_cached_repo",
+    "resolve_checkpoint_path",
     "resolve_pipeline_dir",
 ]

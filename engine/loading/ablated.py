@@ -13,6 +13,7 @@ import torch
 
 from ..pipeline import SDPipeline
 from . import compvis
+from .base import resolve_checkpoint_path
 from . import keys as K
 from .detect import ADAPTER_KINDS, CheckpointKind, Probe, probe
 from .errors import CheckpointMismatchError, UnsupportedCheckpointError
@@ -156,12 +157,13 @@ def _apply(plan: _Plan) -> list[str]:
 
 
 def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
-    """Patch ``pipe`` in place with the ablated checkpoint at ``path`` (kind detected from content)
-    and return a :class:`LoadReport`. Tensors are cast to the pipeline's dtype and device. Raises
+    """Patch ``pipe`` in place with the ablated checkpoint at ``path`` (kind detected from content;
+    a path, or a repo id in the local HF cache with optional ``@rev`` and subfolder such as
+    ``OPTML-Group/AdvUnlearn/nudity_unlearned``) and return a :class:`LoadReport`. Tensors are cast to the pipeline's dtype and device. Raises
     :class:`CheckpointMismatchError` when shapes do not fit (nothing is written then),
     :class:`UnsupportedCheckpointError` for adapters (SPM, Receler), :class:`UnsafeCheckpointError`
     for pickles that need code."""
-    path = Path(path).expanduser()
+    path = resolve_checkpoint_path(path)
     p = probe(path, set(pipe.unet.state_dict()))
     if p.kind in ADAPTER_KINDS:
         raise _adapter_error(p)

@@ -18,7 +18,7 @@ from .safeload import DIFFUSERS_WEIGHTS, folder_weight_files
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PLACE_HINT = ("memtui never downloads. On a machine with network run `hf download {repo}` (or "
               "`huggingface-cli download {repo}`) and copy its cache folder {folder} into {cache}, "
-              "or pass the path of a diffusers pipeline folder (one holding model_index.json).")
+              "or pass a local path instead.")
 
 
 def hf_cache_dir() -> Path:
@@ -45,7 +45,7 @@ def resolve_cached_repo(repo_id: str, cache_dir: str | Path | None = None, filen
     folder = cache / repo_folder_name(repo_id=repo, repo_type="model")
     found = try_to_load_from_cache(repo, filename, cache_dir=str(cache), revision=revision or None)
     if isinstance(found, str):
-        return Path(found).parent
+        return Path(found).parents[len(Path(filename).parts) - 1]  # the snapshot root
     snapshots = folder / "snapshots"
     if not revision and not (folder / "refs" / "main").is_file() and snapshots.is_dir():
         # copied without refs/: accept the newest snapshot that holds the file
@@ -56,6 +56,7 @@ def resolve_cached_repo(repo_id: str, cache_dir: str | Path | None = None, filen
     what = "has no snapshot holding " + filename if folder.is_dir() else "is not in the local Hugging Face cache"
     raise ModelNotFoundError(
         f"{repo_id!r} {what} (looked in {folder}{' at revision ' + revision if revision else ''}). "
+        "A base model is a diffusers pipeline folder (holding model_index.json) or a cached repo id. "
         + PLACE_HINT.format(repo=repo, folder=folder.name, cache=cache))
 
 
@@ -74,6 +75,36 @@ def resolve_pipeline_dir(source: str | Path) -> Path:
         f"{source!s}: no such folder, and not a repo id of the form org/name. A base model is a diffusers "
         "pipeline folder (holding model_index.json) or a repo id already in the local Hugging Face cache "
         f"({hf_cache_dir()}).")
+
+
+_REPO_PATH = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)(@[\w.-]+)?(/[\w./-]+)?$")
+
+
+def resolve_checkpoint_path(source: str | Path) -> Path:
+    """A local path for an ablated checkpoint: ``source`` itself when it exists, else a cached
+    repo id with an optional revision and subfolder or file, e.g.
+    ``OPTML-Group/AdvUnlearn/nudity_unlearned`` (a text-encoder subfolder) or
+    ``org/name@rev/unet.safetensors``; :class:`ModelNotFoundError` when neither."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    m = _REPO_PATH.match(str(source))
+    if not m:
+        raise ModelNotFoundError(f"no such checkpoint: {source}")
+    repo, rev, sub = m.group(1), (m.group(2) or "")[1:], (m.group(3) or "").strip("/")
+    cache = hf_cache_dir()
+    for filename in ([f"{sub}/config.json", sub] if sub else ["model_index.json", "config.json"]):
+        try:
+            snap = resolve_cached_repo(repo + (f"@{rev}" if rev else ""), cache, filename)
+        except ModelNotFoundError:
+            continue
+        target = snap / sub if sub else snap
+        if target.exists():
+            return target
+    raise ModelNotFoundError(
+        f"{source}: no such local path, and not in the local Hugging Face cache "
+        f"(looked for {repo}{'/' + sub if sub else ''} in {cache}). "
+        + PLACE_HINT.format(repo=repo, folder="models--" + repo.replace("/", "--"), cache=cache))
 
 
 def _variant(folder: Path) -> str | None:

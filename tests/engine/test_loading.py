@@ -133,6 +133,24 @@ def test_missing_repo_id_fails_fast_without_network(tmp_path, monkeypatch, no_ne
         load_base(tmp_path)  # an existing folder that is not a pipeline
 
 
+def test_ablated_text_encoder_subfolder_from_local_hf_cache(fresh, tiny_pipe, tmp_path, monkeypatch, no_network):
+    """The paper's ``--ablated_text_encoder OPTML-Group/AdvUnlearn`` form: a repo of per-concept
+    CLIPTextModel subfolders, here read from the local cache only."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    mod, changed = tk.perturbed(tiny_pipe, r"mlp\.fc1\.weight$", component="text_encoder")
+    src = tmp_path / "src"
+    tk.save_text_encoder(mod.text_encoder, src / "nudity_unlearned")
+    tk.save_text_encoder(tiny_pipe.text_encoder, src / "church_unlearned")
+    _fake_hub_repo(tmp_path / "hf" / "hub", "memtui-test/advunlearn", src, "f" * 40)
+    report = load_ablated(fresh, "memtui-test/advunlearn/nudity_unlearned")
+    assert report.kind == "text_encoder_folder" and sorted(report.changed_tensors) == changed
+    assert report.path.endswith("snapshots/" + "f" * 40 + "/nudity_unlearned")
+    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
+        load_ablated(fresh, "memtui-test/advunlearn/dog_unlearned")
+
+
 # ----------------------------------------------------------------------------- each kind
 def _write(kind: str, pipe, kv: list[str], root: Path) -> tuple[Path, dict[str, torch.Tensor], list[str]]:
     """Write ``pipe`` as ``kind``; return the path, the tensors it carries (qualified) and the
