@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import catalog, jobs
 from ..widgets.gpu_line import GpuLine
+from ..widgets.tables import sync_table
 from ..widgets.log_pane import LogPane
 
 STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
@@ -62,37 +63,38 @@ class BrowseScreen(Screen):
         yield Static(self.title_text(), id="browse-title", classes="title-line")
         with TabbedContent(initial="runs", id="browse-tabs"):
             with TabPane("1 Runs", id="runs"):
-                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+                yield self.table("runs", (("mark", " "), ("name", "run"), ("status", "status"),
+                                          ("analysis", "analysis"), ("method", "method"),
+                                          ("progress", "items"), ("headline", "headline")))
             with TabPane("2 Checkpoints", id="checkpoints"):
-                yield DataTable(id="checkpoints-table", cursor_type="row", zebra_stripes=True)
+                yield self.table("checkpoints", tuple((c, c) for c in ("name", "kind", "size", "source", "where")))
             with TabPane("3 Datasets", id="datasets"):
-                yield DataTable(id="datasets-table", cursor_type="row", zebra_stripes=True)
+                yield self.table("datasets", tuple((c, c) for c in ("name", "layout", "images", "where")))
             with TabPane("4 Log", id="log"):
                 yield LogPane(id="app-log")
         yield GpuLine(enabled=getattr(self.app, "gpu", True))
         yield Footer()
 
+    @staticmethod
+    def table(name: str, columns: tuple[tuple[str, str], ...]) -> DataTable:
+        """A Browse table with its columns (added before any scan result can arrive)."""
+        t: DataTable = DataTable(id=f"{name}-table", cursor_type="row", zebra_stripes=True)
+        for key, label in columns:
+            t.add_column(label, key=key)
+        return t
+
     def title_text(self) -> str:
         return f"memtui · runs in {self.app.cfg.runs_path}"
 
     def on_mount(self) -> None:
-        t = self.query_one("#runs-table", DataTable)
-        for key, label in (("mark", " "), ("name", "run"), ("status", "status"),
-                           ("analysis", "analysis"), ("method", "method"), ("progress", "items"),
-                           ("headline", "headline")):
-            t.add_column(label, key=key)
-        for table, cols in (("checkpoints", ("name", "kind", "size", "source", "where")),
-                            ("datasets", ("name", "layout", "images", "where"))):
-            dt = self.query_one(f"#{table}-table", DataTable)
-            for c in cols:
-                dt.add_column(c, key=c)
         self.query_one("#app-log", LogPane).add_lines(list(getattr(self.app, "messages", [])))
         self.action_refresh()
         self.set_interval(2.0, self.scan_runs)
 
     def on_screen_resume(self) -> None:
-        self.query_one("#browse-title", Static).update(self.title_text())
-        self.scan_runs()
+        if self.is_mounted:
+            self.query_one("#browse-title", Static).update(self.title_text())
+            self.scan_runs()
 
     # ------------------------------------------------------------------------------ scanning
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-runs")
@@ -110,22 +112,16 @@ class BrowseScreen(Screen):
 
     @on(Scanned)
     def show_scan(self, msg: Scanned) -> None:
-        table = self.query_one(f"#{msg.table}-table", DataTable)
-        if msg.table == "runs" and [self.run_row(r) for r in msg.entries] == \
-                [self.run_row(r) for r in self.entries["runs"]]:
-            return
         self.entries[msg.table] = msg.entries
-        keep = table.cursor_row
-        table.clear()
+        rows: list[tuple[str, tuple]] = []
         for e in msg.entries:
             if msg.table == "runs":
-                table.add_row(*self.run_row(e), key=str(e.path))
+                rows.append((str(e.path), self.run_row(e)))
             elif msg.table == "checkpoints":
-                table.add_row(e.name, e.kind, e.size, e.source, e.detail, key=str(e.path))
+                rows.append((str(e.path), (e.name, e.kind, e.size, e.source, e.detail)))
             else:
-                table.add_row(e.name, e.kind, e.size, e.detail, key=str(e.path))
-        if msg.entries:
-            table.move_cursor(row=min(keep, len(msg.entries) - 1))
+                rows.append((str(e.path), (e.name, e.kind, e.size, e.detail)))
+        sync_table(self.query_one(f"#{msg.table}-table", DataTable), rows)
 
     def run_row(self, r: jobs.RunInfo) -> tuple:
         mark = "●" if str(r.path) in self.marked else " "

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from .. import jobs
 from ..widgets.summary import find_key, fmt
+from ..widgets.tables import sync_table
 
 
 def run_labels(info: jobs.RunInfo) -> tuple[str, str]:
@@ -69,14 +70,11 @@ class CompareScreen(Screen):
     def action_reload(self) -> None:
         runs = [jobs.read_run(p) for p in self.run_dirs]
         methods, concepts, cells = compare_cells(runs)
-        table = self.query_one(DataTable)
-        table.clear(columns=True)
-        table.add_column("method", key="method")
-        for c in concepts:
-            table.add_column(c, key=c)
+        rows = []
         for m in methods:
             row = [m]
             for c in concepts:
                 psnr, rd = cells.get((m, c), (None, None))
                 row.append("" if (m, c) not in cells else f"{fmt(psnr)} dB · {fmt(rd, 2)}")
-            table.add_row(*row, key=m)
+            rows.append((m, tuple(row)))
+        sync_table(self.query_one(DataTable), rows, [("method", "method")] + [(c, c) for c in concepts])

@@ -19,6 +19,7 @@ from .. import jobs
 from ..widgets.histogram import Histogram
 from ..widgets.preview import PreviewPair, image_grid
 from ..widgets.summary import fmt
+from ..widgets.tables import sync_table
 from .run import nll_law_for
 
 DIST_KEYS = ("distance_to_target", "dist_to_target", "euclidean_to_target", "target_distance", "distance")
@@ -68,9 +69,6 @@ class MemoriesScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        t = self.query_one("#targets", DataTable)
-        for key, label in (("id", "target"), ("n", "mem."), ("psnr", "PSNR"), ("prompt", "prompt")):
-            t.add_column(label, key=key)
         self.action_reload()
 
     def memories_of(self, target_id: str) -> list[dict[str, Any]]:
@@ -81,7 +79,7 @@ class MemoriesScreen(Screen):
         self.records = jobs.latest_results(jobs.read_jsonl(self.run_dir / "results.jsonl"))
         self.law = nll_law_for(self.run_dir, jobs.read_json(self.run_dir / "summary.json"))
         t = self.query_one("#targets", DataTable)
-        t.clear()
+        rows = []
         for rec in self.records.values():
             if rec.get("set") != "target":
                 continue
@@ -89,7 +87,8 @@ class MemoriesScreen(Screen):
             mems = self.memories_of(tid)
             psnrs = [m["psnr"] for m in mems if isinstance(m.get("psnr"), (int, float))]
             mean = sum(psnrs) / len(psnrs) if psnrs else None
-            t.add_row(tid, str(len(mems)), fmt(mean), str(rec.get("prompt", "")), key=tid)
+            rows.append((tid, (tid, str(len(mems)), fmt(mean), str(rec.get("prompt", "")))))
+        sync_table(t, rows, (("id", "target"), ("n", "mem."), ("psnr", "PSNR"), ("prompt", "prompt")))
         if t.row_count == 0:
             self.query_one("#memory-grid", Static).update(
                 Text("no targets in this run (is it a memories run?)", style="dim"))

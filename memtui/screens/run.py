@@ -181,8 +181,6 @@ class RunScreen(Screen):
             live = status == "running"
             summary = jobs.read_json(self.run_dir / "summary.json")
             summary_changed = summary != state.summary
-            if summary_changed or (state.law is None and new_results):
-                state.law = nll_law_for(self.run_dir, summary)
             log_new = log_tail.read_new()
             changed = bool(new_results or new_events or summary_changed or log_new
                            or status != state.status or total != state.total)
@@ -193,6 +191,11 @@ class RunScreen(Screen):
                 quiet_polls = 0
             else:
                 quiet_polls += 1
+            if state.law is None and (summary or new_results):
+                # the law needs the metrics engine (numpy/scipy): computed after the first rows show
+                state.law = nll_law_for(self.run_dir, summary)
+                if state.law is not None:
+                    self.post_message(RunUpdate([], status, total, summary, state.law, [], False))
             if not live and quiet_polls >= 2:
                 return
             time.sleep(POLL_S)
@@ -218,8 +221,9 @@ class RunScreen(Screen):
             if msg.summary_changed:
                 self.summary = msg.summary
                 self.query_one("#summary", Static).update(summary_renderable(msg.summary))
+            law_changed = msg.law != self.law
             self.law = msg.law
-            if msg.results or msg.summary_changed:
+            if msg.results or msg.summary_changed or law_changed:
                 self.redraw_plots()
                 self.show_errors(errors)
             if msg.log_lines:

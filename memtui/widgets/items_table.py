@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("id", "item", 12), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("nll", "NLL", 9),
-    ("status", "status", 6), ("prompt", "prompt", None),
+    ("status", "status", 6), ("prompt", "prompt", 48),
 )
 SORT_ORDER: tuple[str, ...] = ("id", "psnr", "nll", "set", "status")
 
