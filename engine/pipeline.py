@@ -80,8 +80,9 @@ class SDPipeline:
 
     # ------------------------------------------------------------------ state
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SDPipeline":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for m in (self.unet, self.vae, self.text_encoder):
-            m.to(device=device, dtype=dtype)
+            m.to(**kwargs)
         self._prompt_cache.clear()
         return self
 
