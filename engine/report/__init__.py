@@ -1,0 +1,7 @@
+"""Reports of run directories: Markdown + PNG figures (matplotlib, the optional ``report`` extra)
++ CSV files of every number. Entry point: :func:`write_report`."""
+from __future__ import annotations
+
+from .write import write_report
+
+__all__ = ["write_report"]

@@ -1,0 +1,139 @@
+"""Reading run directories for a report: spec, summary and latest item records, the run's method
+and concept labels, and flat rows of every number (for the CSV files and tables).
+
+Method label = ``spec.method`` + the ablated checkpoint's name (``vanilla`` without one), e.g.
+``renoise·esd-parachute``; concept = ``options.concept``, else the erased set's folder name, else the
+prompt file's stem (generate runs).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..detectors.config import run_concept_name
+from ..runstore import RunDir
+
+MEMORY_SETS = ("memory", "target", "control")
+ITEM_SKIP = ("detections", "error")
+
+__all__ = ["RunData", "load_run", "run_row", "item_rows", "values", "MEMORY_SETS"]
+
+
+@dataclass
+class RunData:
+    """One run as the report sees it."""
+
+    path: Path
+    name: str
+    spec: dict[str, Any]
+    summary: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def analysis(self) -> str:
+        return str(self.summary.get("analysis") or self.spec.get("analysis") or "concept")
+
+    @property
+    def method(self) -> str:
+        if self.analysis == "generate":
+            return f"generate·{(self.spec.get('options') or {}).get('sampler', 'lms')}"
+        abl = self.spec.get("ablated")
+        tag = Path(str(abl).rstrip("/")).stem if abl else "vanilla"
+        return f"{self.spec.get('method', '')}·{tag}"
+
+    @property
+    def concept(self) -> str:
+        view = SimpleNamespace(options=self.spec.get("options") or {}, erased=self.spec.get("erased"))
+        return run_concept_name(view) or "?"
+
+    @property
+    def is_memories(self) -> bool:
+        return any(r.get("set") in MEMORY_SETS for r in self.records)
+
+    def ok(self, set_name: str | None = None) -> list[dict[str, Any]]:
+        """Records with status ok (of one set, if given)."""
+        return [r for r in self.records if r.get("status") == "ok" and (set_name is None or r.get("set") == set_name)]
+
+    def sets(self) -> list[str]:
+        return list(dict.fromkeys(str(r.get("set")) for r in self.records if r.get("set") is not None))
+
+    def seed_dim(self) -> int | None:
+        if isinstance(self.summary.get("d"), int):
+            return int(self.summary["d"])
+        for r in self.records:
+            if r.get("z_shape"):
+                return int(np.prod(r["z_shape"]))
+        return None
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunData:
+    """Read a run directory (FileNotFoundError if it is not one)."""
+    rd = RunDir.open(path)
+    spec = rd.read_spec_dict()
+    summary = rd.read_summary() or {}
+    return RunData(Path(path), name or Path(path).resolve().name, spec, summary, list(rd.read_results().values()))
+
+
+def values(run: RunData, set_name: str, key: str) -> np.ndarray:
+    """Finite float values of ``key`` over a set's ok records."""
+    v = [r.get(key) for r in run.ok(set_name)]
+    a = np.array([float(x) for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)], np.float64)
+    return a[np.isfinite(a)]
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = obj
+    elif obj is None and prefix:
+        out[prefix] = math.nan
+
+
+RUN_KEYS = ("erased_normal", "reference_normal", "erased_reference", "relative_distance", "relative_distance_er", "d")
+
+
+def run_row(run: RunData) -> dict[str, Any]:
+    """Every summary number of a run, flattened (``sets.erased.psnr.mean`` ...), with labels first."""
+    row: dict[str, Any] = {"run": run.name, "analysis": run.analysis, "method": run.method,
+                           "concept": run.concept, "path": str(run.path)}
+    s = run.summary
+    for k in RUN_KEYS:
+        if k in s:
+            row[k] = math.nan if s[k] is None else s[k]
+    _flatten("sets", s.get("sets") or {}, row)
+    det = {k: v.get("sets", {}) for k, v in (s.get("detection") or {}).items() if isinstance(v, dict)}
+    _flatten("detection", det, row)
+    for k in ("targets", "average", "overall"):
+        if isinstance(s.get(k), dict):
+            _flatten(k, s[k], row)
+    return row
+
+
+def item_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per item record: scalars as they are, detections flattened (``det.<key>.<img>.score``)."""
+    rows = []
+    for r in run.records:
+        row: dict[str, Any] = {"run": run.name}
+        for k, v in r.items():
+            if k in ITEM_SKIP:
+                continue
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                row[k] = v
+            elif isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
+                row[k] = json.dumps(v)
+        for key, res in (r.get("detections") or {}).items():
+            for img, d in res.items():
+                row[f"det.{key}.{img}.score"] = d.get("score")
+                row[f"det.{key}.{img}.flag"] = d.get("flag")
+        if r.get("error"):
+            row["error"] = r["error"]
+        rows.append(row)
+    return rows

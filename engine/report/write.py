@@ -1,0 +1,198 @@
+"""``write_report(run_dirs, out_dir)``: a Markdown report (``report.md``) with PNG figures
+(``figures/``) and CSV files of every number (``runs.csv``, ``items.csv``, ``method_concept.csv``,
+``detection.csv``, ``memory_distances.csv``) for one or more run directories.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets import safe_id
+from . import figures as F
+from .collect import RunData, item_rows, load_run, run_row
+
+__all__ = ["write_report"]
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, bool) or v is None:
+        return "–" if v is None else str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return "–" if not math.isfinite(v) else f"{float(v):.{digits}g}"
+    return str(v)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
+    if not rows:
+        return None
+    cols: list[str] = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, restval="")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _stat(run: RunData, s: str, key: str) -> tuple[Any, Any]:
+    st = ((run.summary.get("sets") or {}).get(s) or {}).get(key) or {}
+    return st.get("mean"), st.get("std")
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        base = safe_id(Path(p).resolve().name)
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def method_concept_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
+    """One row per concept-level run: method, concept, relative distance, PSNR and NLL per set."""
+    rows = []
+    for r in runs:
+        if r.analysis != "concept":
+            continue
+        row = {"method": r.method, "concept": r.concept, "run": r.name,
+               "relative_distance": r.summary.get("relative_distance")}
+        for s in ("erased", "reference"):
+            for key in ("psnr", "nll"):
+                m, sd = _stat(r, s, key)
+                row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = m, sd
+        rows.append(row)
+    return rows
+
+
+def _matrix(rows: Sequence[dict[str, Any]], key: str) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    concepts = list(dict.fromkeys(r["concept"] for r in rows))
+    cell = {(r["method"], r["concept"]): r[key] for r in rows}
+    return _table(["method \\ concept", *concepts], [[m, *[cell.get((m, c)) for c in concepts]] for m in methods])
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> Path:
+    """Write the report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``."""
+    if not run_dirs:
+        raise ValueError("a report needs at least one run directory")
+    out = Path(out_dir)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(p, n) for p, n in zip(paths, _unique_names(paths))]
+    md: list[str] = [f"# memtui report\n\n{len(runs)} run(s), written "
+                     f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.\n"]
+    md.append(_table(["run", "analysis", "method", "concept", "status", "items ok", "path"],
+                     [[r.name, r.analysis, r.method, r.concept, r.summary.get("status", "–"),
+                       len(r.ok()), f"`{r.path}`"] for r in runs]))
+
+    # ---- per-run numbers
+    md.append("\n## Per-set results\n\nPSNR in dB (query vs reconstruction), seed NLL in nats; mean ± std.\n")
+    rows = []
+    for r in runs:
+        for s in r.sets():
+            pm, ps = _stat(r, s, "psnr")
+            nm, ns = _stat(r, s, "nll")
+            n_ok = ((r.summary.get("sets") or {}).get(s) or {}).get("n_ok", len(r.ok(s)))
+            rows.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}", f"{_fmt(nm)} ± {_fmt(ns)}"])
+    md.append(_table(["run", "set", "n ok", "PSNR", "NLL"], rows))
+
+    mc = method_concept_rows(runs)
+    if mc:
+        md.append("\n## Relative distance (figure 5)\n\nEMD(erased, N(0,I)) / EMD(reference, N(0,I)) of the seed "
+                  "NLLs; 1 means the erased images' seeds are as typical as ordinary images' seeds.\n")
+        md.append(_matrix(mc, "relative_distance"))
+        md.append("\n\nEMDs per run:\n")
+        md.append(_table(["run", "erased–normal", "reference–normal", "erased–reference", "relative distance"],
+                         [[r.name, r.summary.get("erased_normal"), r.summary.get("reference_normal"),
+                           r.summary.get("erased_reference"), r.summary.get("relative_distance")]
+                          for r in runs if r.analysis == "concept"]))
+        md.append("\n\nMean erased-set PSNR (dB):\n")
+        md.append(_matrix(mc, "erased_psnr_mean"))
+        if (f := F.relative_distances(runs, figs / "relative_distance.png")):
+            md.append(f"\n\n![relative distances](figures/{f.name})")
+
+    # ---- figures
+    if (f := F.psnr_distributions(runs, figs / "psnr.png")):
+        md.append(f"\n## PSNR distributions\n\n![PSNR](figures/{f.name})")
+    hist = [(r, F.nll_histogram(r, figs / f"nll_{r.name}.png")) for r in runs]
+    if any(f for _, f in hist):
+        md.append("\n## Seed NLL vs the N(0, I) law (figures 2–3)\n")
+        md += [f"\n### {r.name}\n\n![NLL {r.name}](figures/{f.name})" for r, f in hist if f]
+    grids = [(r, F.pairs_grid(r, figs / f"pairs_{r.name}.png")) for r in runs if not r.is_memories]
+    if any(f for _, f in grids):
+        md.append("\n## Queries and reconstructions\n")
+        md += [f"\n### {r.name}\n\n![pairs {r.name}](figures/{f.name})" for r, f in grids if f]
+
+    # ---- detection
+    det_rows = []
+    for r in runs:
+        for key, d in (r.summary.get("detection") or {}).items():
+            for s, st in (d.get("sets") or {}).items():
+                det_rows.append({"run": r.name, "detector": key, "set": s, "rule": d.get("rule"),
+                                 **{k: v for k, v in st.items()}})
+    if det_rows:
+        md.append("\n## Concept detection\n\nFraction of images the detector flags (rates 0–1).\n")
+        fields = [k for k in dict.fromkeys(k for row in det_rows for k in row) if k.endswith("_rate")]
+        md.append(_table(["run", "detector", "set", "n", *fields],
+                         [[d["run"], d["detector"], d["set"], d.get("n"), *[d.get(k) for k in fields]] for d in det_rows]))
+
+    # ---- memories
+    mem_rows: list[dict[str, Any]] = []
+    mem_runs = [r for r in runs if r.is_memories]
+    if mem_runs:
+        md.append("\n## Memories (figures 6–9)\n")
+    for r in mem_runs:
+        dists = F.memory_distances(r)
+        for t, e in dists.items():
+            pw = e["pairwise"]
+            row = {"run": r.name, "target_id": t, "n_memories": e["n"], "pairwise_mean": float(pw.mean()),
+                   "pairwise_std": float(pw.std()), "pairwise_cv": float(pw.std() / pw.mean())}
+            if "to_target" in e:
+                row["to_target_mean"], row["to_target_std"] = float(e["to_target"].mean()), float(e["to_target"].std())
+            mem_rows.append(row)
+        md.append(f"\n### {r.name}\n")
+        if (f := F.memory_distance_histogram(dists, r.name, figs / f"memory_distances_{r.name}.png")):
+            md.append(f"![distances {r.name}](figures/{f.name})\n")
+        targets = list(dict.fromkeys(str(x.get("target_id")) for x in r.ok("memory")))
+        for t in targets[:6]:
+            if (f := F.memory_grid(r, t, figs / f"memories_{r.name}_{safe_id(t)}.png")):
+                md.append(f"\n![memories {t}](figures/{f.name})\n")
+    if mem_rows:
+        cols = list(dict.fromkeys(k for row in mem_rows for k in row))
+        md.append("\nEuclidean distances between memory seeds (pairs i < j) and to the target's seed:\n")
+        md.append(_table(cols, [[row.get(c) for c in cols] for row in mem_rows]))
+
+    # ---- CSV files
+    written = {
+        "runs.csv": _write_csv(out / "runs.csv", [run_row(r) for r in runs]),
+        "items.csv": _write_csv(out / "items.csv", [row for r in runs for row in item_rows(r)]),
+        "method_concept.csv": _write_csv(out / "method_concept.csv", mc),
+        "detection.csv": _write_csv(out / "detection.csv", det_rows),
+        "memory_distances.csv": _write_csv(out / "memory_distances.csv", mem_rows),
+    }
+    md.append("\n## Data files\n\n" + "\n".join(f"- [`{n}`]({n})" for n, p in written.items() if p))
+    report = out / "report.md"
+    tmp = report.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(md) + "\n", encoding="utf-8")
+    os.replace(tmp, report)
+    return report
