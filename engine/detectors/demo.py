@@ -1,0 +1,119 @@
+"""The demo world's shape classifier behind the :class:`Detector` interface.
+
+A 3-conv CNN on 32x32 RGB images in [-1, 1] with one softmax output per shape. It is trained (by
+``memtui.engine.demo.train``) on VAE reconstructions of generator images as well as clean ones, so
+it reads the demo model's outputs correctly. Weights: ``classifier.safetensors`` + ``classifier.json``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .base import Detector, DetectorError
+
+WEIGHTS = "classifier.safetensors"
+CONFIG = "classifier.json"
+
+
+class ShapeNet(nn.Module):
+    """Logits ``[B, n_classes]`` for images ``[B, 3, size, size]`` in [-1, 1]."""
+
+    def __init__(self, n_classes: int = 4, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(2 * w, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def images_to_tensor(images: Sequence[Image.Image], size: int = 32) -> torch.Tensor:
+    """RGB PIL images (any size) -> float32 ``[B, 3, size, size]`` in [-1, 1]."""
+    arrs = []
+    for im in images:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BOX if im.width > size else Image.Resampling.BILINEAR)
+        arrs.append(np.asarray(im, dtype=np.float32))
+    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
+    return x / 127.5 - 1.0
+
+
+class DemoDetector(Detector):
+    """Softmax probability of each demo shape; a detection is ``p >= threshold`` (0.5)."""
+
+    name = "demo"
+
+    def __init__(self, model: ShapeNet, concepts: Sequence[str], size: int = 32, threshold: float = 0.5,
+                 source: str = "", batch_size: int = 256) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.concepts = tuple(concepts)
+        self.size = size
+        self.threshold = threshold
+        self.source = source
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def scores_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, n_concepts]`` for image tensors ``[B, 3, size, size]`` in [-1, 1]."""
+        if self.model is None:
+            raise DetectorError("demo detector was closed")
+        return torch.cat([self.model(b.float()).softmax(-1) for b in x.split(self.batch_size)]) if len(x) else \
+            torch.zeros(0, len(self.concepts))
+
+    def scores(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, len(self.concepts)), np.float32)
+        return self.scores_tensor(images_to_tensor(images, self.size)).numpy().astype(np.float32)
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "source": self.source}
+
+
+def save(model: ShapeNet, concepts: Sequence[str], folder: str | Path, size: int = 32, **info: Any) -> Path:
+    """Write ``classifier.safetensors`` + ``classifier.json`` into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    width = model.features[0].out_channels
+    (folder / CONFIG).write_text(json.dumps({"concepts": list(concepts), "size": size, "width": width,
+                                             **info}, indent=2))
+    return folder
+
+
+def load(path: str | Path | None = None, **opts: Any) -> DemoDetector:
+    """Load the demo classifier from a folder (or its ``.safetensors`` file); ``None`` = the weights
+    shipped with memtui. Options: ``threshold`` (default 0.5)."""
+    from safetensors.torch import load_file
+
+    if path is None:
+        from ..demo import demo_dir
+
+        path = demo_dir()
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    wfile = path if path.suffix == ".safetensors" else folder / WEIGHTS
+    if not wfile.exists() or not (folder / CONFIG).exists():
+        raise DetectorError(f"demo detector: {wfile} or {folder / CONFIG} is missing")
+    cfg = json.loads((folder / CONFIG).read_text())
+    model = ShapeNet(len(cfg["concepts"]), cfg.get("width", 32))
+    model.load_state_dict(load_file(str(wfile)))
+    return DemoDetector(model, cfg["concepts"], cfg.get("size", 32), float(opts.get("threshold", 0.5)),
+                        source=str(wfile))
