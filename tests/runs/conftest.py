@@ -46,7 +46,7 @@ def write_coco(root: Path, ids: list[int], modes: list[str] | None = None, order
         rgb = Image.fromarray(smooth_rgb(100 + iid))
         if mode == "I;16":
             g = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
-            img = Image.fromarray(g.astype(np.uint16), "I;16")
+            img = Image.fromarray(g.astype(np.uint16))  # mode I;16
         elif mode == "P":
             img = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
         elif mode == "RGBA":

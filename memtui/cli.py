@@ -1,0 +1,101 @@
+"""The ``memtui`` command: the Textual console, or with ``--batch`` a headless run.
+
+This module imports neither Textual nor torch at import time: ``memtui --help`` and ``memtui --batch``
+stay light, and the console is imported lazily only when it is launched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes (--batch):
+  0    finished (some items may be in error; see summary.json "errors")
+  1    failed (an unexpected error; see events.jsonl), or finished with every item in error
+  2    usage or configuration error: bad flag or path, invalid spec, unreadable dataset folder,
+       model or checkpoint not loadable, spec differs from the run directory's (use --restart)
+  3    another live process is running this run directory
+  130  interrupted (Ctrl-C / SIGTERM): the run directory is resumable; rerun the same command
+
+Running the same command again on an existing run directory resumes it: finished items are skipped.
+The run directory format is documented in docs/run-format.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser. Other features add their flags with small additive edits
+    (e.g. ``p.add_argument_group("demo")``); spec-defining flags default to None so that only
+    flags actually given override a spec file or a stored run's spec."""
+    p = argparse.ArgumentParser(
+        prog="memtui",
+        description="Test whether a concept erased from a text-to-image diffusion model is really gone "
+                    "(Memories of Forgotten Concepts, CVPR 2025). Without --batch: the console.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", action="store_true", help="run headless (no console): needs --out")
+
+    run = p.add_argument_group("run (with --batch)")
+    run.add_argument("--spec", metavar="FILE", help="spec file: TOML, JSON, or a run directory's spec.json "
+                     "(flags given on the command line override it)")
+    run.add_argument("--out", metavar="RUN_DIR", help="run directory to create or resume")
+    run.add_argument("--restart", action="store_true",
+                     help="start over: move the run directory's contents to RUN_DIR/.old-<timestamp>/")
+    run.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+    run.add_argument("--analysis", metavar="NAME", help="analysis to run (default: concept)")
+
+    spec = p.add_argument_group("spec (override the spec file)")
+    spec.add_argument("--base", metavar="PATH_OR_CACHED_ID",
+                      help="base model: a diffusers folder or a model id in the local HF cache")
+    spec.add_argument("--ablated", metavar="PATH", help="ablated (concept-erased) checkpoint")
+    spec.add_argument("--erased", metavar="DIR", help="erased-concept dataset folder")
+    spec.add_argument("--reference", metavar="DIR", help="reference dataset folder (e.g. COCO 2017)")
+    spec.add_argument("--method", choices=("ddim", "renoise", "nti"), help="inversion method (default renoise)")
+    spec.add_argument("--steps", type=int, metavar="N", help="diffusion steps (default 50)")
+    spec.add_argument("--batch-size", dest="batch_size", type=int, metavar="B",
+                      help="images per batch (default 8; may differ on resume)")
+    spec.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="model precision (default fp32)")
+    spec.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:1, mps")
+    spec.add_argument("--seed", type=int, metavar="S", help="per-item generator seed (default 42)")
+    spec.add_argument("--max-items", dest="max_items", type=int, metavar="N", help="at most N items per set")
+    spec.add_argument("--num-reference", dest="num_reference", type=int, metavar="N",
+                      help="reference items (default: as many as erased items)")
+    spec.add_argument("--image-size", dest="image_size", type=int, metavar="PX",
+                      help="square image side (default: the model's native size)")
+    spec.add_argument("--normal", choices=("exact", "samples"),
+                      help="'normal' NLLs: the exact N(0,I) law (default) or seeded samples")
+
+    ui = p.add_argument_group("console")
+    ui.add_argument("--runs", metavar="DIR", help="folder of run directories the console browses")
+    ui.add_argument("--no-mouse", dest="no_mouse", action="store_true",
+                    help="do not capture the mouse (keeps the terminal's own selection and copy)")
+    ui.add_argument("--config", metavar="FILE", help="console config file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``memtui`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    if args.batch:
+        from .batch import run_batch
+
+        return run_batch(args)
+    try:
+        from memtui.app import run_app
+    except ImportError as e:
+        print(f"memtui: the console is not available ({e}); use --batch for a headless run", file=sys.stderr)
+        return EXIT_USAGE
+    return int(run_app(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
