@@ -147,23 +147,31 @@ def launch(spec: dict[str, Any], runs_dir: Path, name: str) -> Path:
     return run_dir
 
 
-def demo_defaults() -> dict[str, str]:
-    """Form defaults from the built-in demo world when it exists (base, ablated, erased,
-    reference); {} otherwise."""
+def demo_available() -> bool:
+    """Whether the built-in demo world's weights are shipped in this install."""
     try:
-        from memtui.engine.demo import demo_dir  # type: ignore[attr-defined]
+        from memtui.engine.demo import base_dir, erased_path
     except ImportError:
+        return False
+    return (base_dir() / "model_index.json").exists() and erased_path().exists()
+
+
+def demo_defaults(data_dir: Path | None = None) -> dict[str, str]:
+    """Form defaults for the built-in demo world (base model, its ESD-erased twin, and its two
+    datasets, drawn once into ``data_dir``, default ``<user data dir>/memtui/demo-data``); {} when
+    the demo is not shipped."""
+    if not demo_available():
         return {}
-    try:
-        root = Path(demo_dir())
-    except Exception:
-        return {}
-    out: dict[str, str] = {}
-    for key, candidates in (("base", ("base",)), ("ablated", ("ablated", "erased_model", "esd")),
-                            ("erased", ("erased_set", "erased", "data/erased")),
-                            ("reference", ("reference_set", "reference", "data/reference"))):
-        for c in candidates:
-            if (root / c).exists():
-                out[key] = str(root / c)
-                break
-    return out
+    from platformdirs import user_data_path
+
+    from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path, write_demo_datasets
+
+    data_dir = Path(data_dir) if data_dir else user_data_path("memtui", appauthor=False) / "demo-data"
+    erased, reference = data_dir / "erased", data_dir / "reference"
+    if not ((erased / "prompts.csv").exists() and (reference / "captions.csv").exists()):
+        try:
+            erased, reference = write_demo_datasets(data_dir)
+        except Exception:
+            return {}
+    return {"name": f"demo-{DEMO_CONCEPT}", "base": str(base_dir()), "ablated": str(erased_path()),
+            "erased": str(erased), "reference": str(reference), "method": "ddim", "steps": "10"}

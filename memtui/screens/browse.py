@@ -63,6 +63,7 @@ class BrowseScreen(Screen):
         yield Static(self.title_text(), id="browse-title", classes="title-line")
         with TabbedContent(initial="runs", id="browse-tabs"):
             with TabPane("1 Runs", id="runs"):
+                yield Static("", id="runs-hint", classes="hint")
                 yield self.table("runs", (("mark", " "), ("name", "run"), ("status", "status"),
                                           ("analysis", "analysis"), ("method", "method"),
                                           ("progress", "items"), ("headline", "headline")))
@@ -122,6 +123,21 @@ class BrowseScreen(Screen):
             else:
                 rows.append((str(e.path), (e.name, e.kind, e.size, e.detail)))
         sync_table(self.query_one(f"#{msg.table}-table", DataTable), rows)
+        if msg.table == "runs":
+            hint = self.query_one("#runs-hint", Static)
+            hint.update(self.runs_hint(bool(rows)))
+            hint.display = not rows
+
+    def runs_hint(self, have_runs: bool) -> str:
+        if have_runs:
+            return ""
+        cfg = self.app.cfg
+        from ..launch import demo_available
+
+        if not cfg.checkpoint_roots and not cfg.dataset_roots and demo_available():
+            return ("No runs yet. Press n to run the built-in demo world: a tiny model with the "
+                    "concept 'circle' erased (ctrl+g to add your own checkpoint and dataset folders).")
+        return "No runs yet. Press n to start one."
 
     def run_row(self, r: jobs.RunInfo) -> tuple:
         mark = "●" if str(r.path) in self.marked else " "

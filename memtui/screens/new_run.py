@@ -55,12 +55,21 @@ class NewRunScreen(Screen):
 
     def __init__(self, defaults: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.defaults = defaults if defaults is not None else launch.demo_defaults()
+        self.defaults = defaults
 
     def compose(self) -> ComposeResult:
-        yield Static("New run", classes="title-line")
-        runs_dir = self.app.cfg.runs_path
+        cfg = self.app.cfg
+        if self.defaults is None:
+            # nothing configured yet: offer the built-in demo world
+            unconfigured = not cfg.checkpoint_roots and not cfg.dataset_roots
+            self.defaults = launch.demo_defaults() if unconfigured else {}
+        yield Static("New run" + (" — the built-in demo world (concept 'circle' erased)"
+                                  if self.defaults.get("name", "").startswith("demo") else ""),
+                     classes="title-line")
+        runs_dir = cfg.runs_path
         d = dict(self.defaults)
+        if (runs_dir / d.get("name", "")).exists() and d.get("name"):
+            d.pop("name")
         d.setdefault("name", launch.next_run_name(runs_dir, d.get("analysis", "concept"),
                                                   d.get("method", "ddim")))
         with VerticalScroll(id="form"):

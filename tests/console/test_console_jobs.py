@@ -98,3 +98,10 @@ def test_gpu_line_without_nvml_says_no_gpu():
     from memtui.widgets.gpu_line import gpu_summary
 
     assert gpu_summary() == "no GPU"
+
+
+def test_console_starts_without_torch():
+    """The console's startup imports neither torch nor diffusers (engine modules load in workers)."""
+    code = "import sys, memtui.app; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
