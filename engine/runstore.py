@@ -31,6 +31,7 @@ from .spec import RunSpec, SpecMismatchError
 
 EVENT_TYPES = ("started", "resumed", "progress", "item_done", "item_error", "finished", "cancelled", "failed")
 TERMINAL = {"finished", "cancelled", "failed"}
+KEEP_ON_RESTART = ("console.pid", "console.log")
 STATUSES = ("new", "running", "finished", "failed", "cancelled", "incomplete")
 
 __all__ = ["RunDir", "RunLockedError", "SpecMismatchError", "utc_now", "jsonable", "atomic_write_text"]
@@ -244,8 +245,10 @@ class RunDir:
         return "resume"
 
     def archive(self) -> Path | None:
-        """Move everything but earlier archives into ``.old-<UTC timestamp>/``; returns it."""
-        entries = [p for p in self.path.iterdir() if not p.name.startswith(".old-")]
+        """Move everything but earlier archives and the console's own files (``console.pid``,
+        ``console.log``: the launching console may hold them open) into ``.old-<UTC timestamp>/``;
+        returns that folder (None when there was nothing to move)."""
+        entries = [p for p in self.path.iterdir() if not p.name.startswith(".old-") and p.name not in KEEP_ON_RESTART]
         if not entries:
             return None
         dest = self.path / (".old-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"))
