@@ -132,3 +132,39 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------ generation runs
+GEN_STEPS = 4
+PROMPTS_CSV = (
+    "case_number,prompt,evaluation_seed,evaluation_guidance\n"
+    "0,red circle,1,7.5\n"
+    "1,red circle,2,7.5\n"
+    "2,red circle,1,7.5\n"
+    "3,red circle,1,1.0\n"
+    "4,a photo of church,5,\n"
+)
+
+
+def generate_spec(base: Path, prompts: Path, **options):
+    from memtui.engine.spec import RunSpec
+
+    return RunSpec(analysis="generate", base=str(base), batch_size=2, device="cpu",
+                   options={"prompts": str(prompts), "steps": GEN_STEPS, **options})
+
+
+@pytest.fixture(scope="session")
+def prompts_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("prompts") / "church.csv"
+    p.write_text(PROMPTS_CSV)
+    return p
+
+
+@pytest.fixture(scope="session")
+def generated_set(tiny_pipe_dir: Path, prompts_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generate run of PROMPTS_CSV (5 rows, 4 LMS steps) on the tiny pipeline, uninterrupted."""
+    from memtui.engine.analysis import run
+
+    out = tmp_path_factory.mktemp("gen") / "church"
+    run(generate_spec(tiny_pipe_dir, prompts_csv), out)
+    return out
