@@ -199,6 +199,9 @@ class RunSpec:
             d.pop(k, None)
         for k in PATH_FIELDS:
             d[k] = _norm_path(d[k])
+        if isinstance(d.get("options"), dict) and "detectors" in d["options"]:
+            # detectors only add scores of finished items: naming them on resume is allowed
+            d["options"] = {k: v for k, v in d["options"].items() if k != "detectors"}
         return d
 
     def differences(self, other: "RunSpec") -> dict[str, tuple[Any, Any]]:

@@ -41,6 +41,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         v = getattr(args, name, None)
         if v is not None:
             data[name] = v
+    from .batch_evals import apply_eval_flags
+
+    apply_eval_flags(args, data)
     return RunSpec.from_dict(data).resolved_paths()
 
 
@@ -131,6 +134,11 @@ def print_table(summary: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .batch_evals import print_detection, print_generate
+
+    if summary.get("analysis") == "generate":
+        print_generate(summary, run_dir)
+        return
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
     sets = summary.get("sets")
     if not isinstance(sets, dict):
@@ -155,6 +163,7 @@ def print_table(summary: dict[str, Any], run_dir: Path) -> None:
         console.print(f"  note: {reason}")
     if summary.get("errors"):
         console.print(f"{len(summary['errors'])} item(s) in error (see {run_dir / 'summary.json'})")
+    print_detection(summary)
 
 
 def _quiet_library_progress() -> None:
@@ -190,6 +199,10 @@ def run_batch(args: argparse.Namespace) -> int:
     from memtui.engine.runstore import RunDir, RunLockedError
     from memtui.engine.spec import SpecError
 
+    if getattr(args, "report", None):
+        from .batch_evals import run_report
+
+        return run_report(args)
     if not args.out:
         _err("--batch needs --out RUN_DIR")
         return EXIT_USAGE

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--normal", choices=("exact", "samples"),
                       help="'normal' NLLs: the exact N(0,I) law (default) or seeded samples")
 
+    from .batch_evals import add_eval_arguments  # light: no torch at import
+
+    add_eval_arguments(p)
+
     ui = p.add_argument_group("console")
     ui.add_argument("--runs", metavar="DIR", help="folder of run directories the console browses")
     ui.add_argument("--no-mouse", dest="no_mouse", action="store_true",
