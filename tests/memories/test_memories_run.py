@@ -1,0 +1,163 @@
+"""The memories (SIB) analysis end to end on tiny models: record completeness, distances and CV
+against numpy on the saved latents, SIB wiring against separate decoder inversions, the direct path,
+errors, and resume after cancel."""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from memtui.engine.analysis import run
+from memtui.engine.spec import RunSpec
+
+
+def _spec(d: dict, **kw) -> RunSpec:
+    d = copy.deepcopy(d)
+    for k, v in kw.items():
+        if k == "options":
+            d["options"].update(v)
+        else:
+            d[k] = v
+    return RunSpec.from_dict(d)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(mem_spec_dict, tmp_path_factory):
+    out = tmp_path_factory.mktemp("memrun") / "run"
+    summary = run(_spec(mem_spec_dict, batch_size=3), out)
+    return out, summary
+
+
+def test_records_complete(full_run) -> None:
+    out, summary = full_run
+    recs = {r["item_id"]: r for r in _records(out)}
+    assert summary["status"] == "finished" and summary["complete"]
+    by_set = {s: [r for r in recs.values() if r["set"] == s] for s in ("target", "memory", "control")}
+    assert [len(by_set[s]) for s in ("target", "memory", "control")] == [2, 6, 6]
+    t0, t1 = "erased-img0", "erased-img1"
+    # target k gets references 3k .. 3k+2; reference-img4 is corrupt -> t1's 2nd memory + control fail
+    assert [recs[f"{t0}.mem{i:02d}"]["support_id"] for i in range(3)] == [f"reference-img{i}" for i in range(3)]
+    assert [recs[f"{t1}.ctl{i:02d}"]["support_id"] for i in range(3)] == [f"reference-img{i}" for i in range(3, 6)]
+    for iid in (f"{t1}.mem01", f"{t1}.ctl01"):
+        assert recs[iid]["status"] == "error" and "support image" in recs[iid]["error"]
+    assert {e["item_id"] for e in summary["errors"]} == {f"{t1}.mem01", f"{t1}.ctl01"}
+    for r in recs.values():
+        if r["status"] != "ok":
+            continue
+        assert r["target_id"] in (t0, t1)
+        assert r["prompt"] == (recs[r["target_id"]]["prompt"] if r["set"] != "control" else r["prompt"])
+        lat = load_file(out / r["latents"])
+        assert set(lat) >= {"z_0", "z_T", "z_vae"} and lat["z_T"].shape == (4, 8, 8)
+        nll = 0.5 * float((lat["z_T"].astype(np.float64) ** 2).sum()) + 0.5 * 256 * np.log(2 * np.pi)
+        assert r["nll"] == pytest.approx(nll, rel=1e-9)
+        for kind in ("query", "recon", "decoded"):
+            assert (out / "images" / f"{r['item_id']}.{kind}.png").is_file()
+        assert isinstance(r["psnr"], float) and isinstance(r["psnr_decoder"], float)
+    # controls are captioned with their support's own caption, memories with the target's
+    assert recs[f"{t0}.ctl01"]["prompt"] == "a photo of a blue square"
+    assert recs[f"{t0}.mem01"]["prompt"] == recs[t0]["prompt"] == "a photo of a red circle"
+
+
+def test_summary_distances_and_cv_match_numpy(full_run) -> None:
+    out, summary = full_run
+    recs = {r["item_id"]: r for r in _records(out)}
+    on_disk = json.loads((out / "summary.json").read_text())
+    cvs = []
+    for tid, figs in on_disk["targets"].items():
+        mem_ids = [i for i, r in recs.items() if r["set"] == "memory" and r["target_id"] == tid and r["status"] == "ok"]
+        Z = np.stack([load_file(out / "latents" / f"{i}.safetensors")["z_T"].astype(np.float64).ravel() for i in mem_ids])
+        zt = load_file(out / "latents" / f"{tid}.safetensors")["z_T"].astype(np.float64).ravel()
+        pairs = [(a, b) for a in range(len(Z)) for b in range(a + 1, len(Z))]
+        euc = np.array([np.linalg.norm(Z[a] - Z[b]) for a, b in pairs])
+        cos = np.array([1 - Z[a] @ Z[b] / np.linalg.norm(Z[a]) / np.linalg.norm(Z[b]) for a, b in pairs])
+        to_t = np.linalg.norm(Z - zt, axis=1)
+        m = figs["memories"]
+        assert m["pairwise_euclidean"]["mean"] == pytest.approx(euc.mean(), rel=1e-9)
+        assert m["pairwise_euclidean"]["std"] == pytest.approx(euc.std(), rel=1e-6, abs=1e-12)
+        assert m["pairwise_cosine"]["mean"] == pytest.approx(cos.mean(), rel=1e-9)
+        assert m["to_target_euclidean"]["mean"] == pytest.approx(to_t.mean(), rel=1e-9)
+        assert m["to_target_euclidean"]["std"] == pytest.approx(to_t.std(), rel=1e-6)
+        assert figs["cv"] == pytest.approx(euc.std() / euc.mean(), rel=1e-6, abs=1e-12)
+        assert m["cv_to_target"] == pytest.approx(to_t.std() / to_t.mean(), rel=1e-6)
+        for i, d in zip(mem_ids, to_t):
+            assert recs[i]["distance_to_target"] == pytest.approx(d, rel=1e-6)
+        nll = np.array([recs[i]["nll"] for i in mem_ids])
+        law_mean, law_std = 256 * (1 + np.log(2 * np.pi)) / 2, np.sqrt(128)
+        assert figs["emd"]["memory_normal"] == pytest.approx((nll.mean() - law_mean) ** 2 + (nll.std() - law_std) ** 2)
+        cvs.append(euc.std() / euc.mean())
+    avg = on_disk["average"]
+    assert avg["n_targets"] == 2
+    assert avg["cv"]["mean"] == pytest.approx(np.mean(cvs), rel=1e-6)
+    assert avg["cv"]["std"] == pytest.approx(np.std(cvs), rel=1e-5, abs=1e-12)
+    all_psnr = [r["psnr"] for r in recs.values() if r["set"] == "memory" and r["status"] == "ok"]
+    assert avg["memory_psnr"]["mean"] == pytest.approx(np.mean(all_psnr))
+    assert on_disk["sets"]["memory"]["n_ok"] == 5 and on_disk["d"] == 256
+
+
+def test_sib_wiring_matches_separate_decoder_inversions(full_run, tiny_pipe) -> None:
+    from memtui.engine.decoder_inversion import decoder_invert, encoder_mean
+    from memtui.engine.images import load_image, preprocess
+
+    out, _ = full_run
+    recs = {r["item_id"]: r for r in _records(out)}
+    tq = preprocess(load_image(recs["erased-img0"]["source"]), 32)[None]
+    ts = preprocess(load_image(recs["erased-img0.ctl02"]["source"]), 32)[None]
+    z_s = decoder_invert(tiny_pipe, ts, encoder_mean(tiny_pipe, ts), steps=10).z
+    z_sq = decoder_invert(tiny_pipe, tq, z_s, steps=10).z
+    saved_ctl = torch.from_numpy(load_file(out / "latents" / "erased-img0.ctl02.safetensors")["z_vae"])
+    saved_mem = torch.from_numpy(load_file(out / "latents" / "erased-img0.mem02.safetensors")["z_vae"])
+    torch.testing.assert_close(saved_ctl, z_s[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(saved_mem, z_sq[0], atol=1e-4, rtol=0)
+
+
+def test_direct_path_feeds_the_decoder_latent(mem_spec_dict, tmp_path) -> None:
+    spec = _spec(mem_spec_dict, options={"num_targets": 1, "num_supports": 2, "vae_steps": 3, "sib_path": "direct"})
+    s = run(spec, tmp_path / "direct")
+    assert s["status"] == "finished" and s["sets"]["memory"]["n_ok"] == 2
+    lat = load_file(tmp_path / "direct" / "latents" / "erased-img0.mem01.safetensors")
+    np.testing.assert_allclose(lat["z_0"], 0.18215 * lat["z_vae"], rtol=1e-6)
+
+
+def test_resume_after_cancel_equals_uninterrupted(mem_spec_dict, full_run, tmp_path) -> None:
+    ref_out, ref_summary = full_run
+    out = tmp_path / "resumed"
+    ev = threading.Event()
+
+    def stop_after_three(done: int, total: int, rec: dict) -> None:
+        if rec.get("status") == "ok" and done >= 3:
+            ev.set()
+
+    s1 = run(_spec(mem_spec_dict, batch_size=3), out, progress=stop_after_three, cancel=ev)
+    assert s1["status"] == "cancelled"
+    first = {r["item_id"] for r in _records(out)}
+    assert 3 <= len(first) < 14
+    seen: list[str] = []
+    s2 = run(_spec(mem_spec_dict, batch_size=3), out, progress=lambda d, n, r: seen.append(r["item_id"]))
+    assert s2["status"] == "finished" and s2["complete"]
+    recomputed = [i for i in seen if i in first]
+    assert not recomputed
+    lines = [r["item_id"] for r in _records(out)]
+    assert len(lines) == len(set(lines)) == 14
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("stage") == "decoder" and e.get("reused") for e in events)  # decoder stage not redone
+    ref = {r["item_id"]: r for r in _records(ref_out)}
+    for r in _records(out):
+        assert r["status"] == ref[r["item_id"]]["status"]
+        if r["status"] == "ok":
+            assert r["psnr"] == pytest.approx(ref[r["item_id"]]["psnr"], abs=1e-3)
+            assert r["nll"] == pytest.approx(ref[r["item_id"]]["nll"], rel=1e-5)
+            np.testing.assert_allclose(load_file(out / r["latents"])["z_T"],
+                                       load_file(ref_out / r["latents"])["z_T"], atol=1e-4)
+    for tid in ref_summary["targets"]:
+        a, b = s2["targets"][tid]["memories"], ref_summary["targets"][tid]["memories"]
+        assert a["pairwise_euclidean"]["mean"] == pytest.approx(b["pairwise_euclidean"]["mean"], rel=1e-4)
