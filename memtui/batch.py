@@ -155,10 +155,11 @@ def print_table(summary: dict[str, Any], run_dir: Path) -> None:
     console.print(table)
     unit = "nats²" if summary.get("emd_metric", "w2") == "w2" else "nats"
     normal = summary.get("normal") or {}
-    console.print(f"EMD ({normal.get('mode', '?')} normal): erased–normal {_num(summary.get('erased_normal'))}, "
-                  f"reference–normal {_num(summary.get('reference_normal'))}, "
-                  f"erased–reference {_num(summary.get('erased_reference'))} {unit}")
-    console.print(f"relative distance {_num(summary.get('relative_distance'))}")
+    console.print(f"EMD erased–normal     {_num(summary.get('erased_normal'))} {unit}")
+    console.print(f"EMD reference–normal  {_num(summary.get('reference_normal'))} {unit}")
+    console.print(f"EMD erased–reference  {_num(summary.get('erased_reference'))} {unit}"
+                  f"   (normal: {normal.get('mode', '?')})")
+    console.print(f"relative distance     {_num(summary.get('relative_distance'))}")
     for reason in summary.get("reasons") or []:
         console.print(f"  note: {reason}")
     if summary.get("errors"):

@@ -115,3 +115,17 @@ def test_spec_file_with_flag_overrides(tiny_pipe_dir, small, tmp_path) -> None:
     rd.prepare(spec)
     again = spec_from_args(build_parser().parse_args(["--batch", "--spec", str(rd.path / "spec.json"), "--out", "x"]))
     assert again.fingerprint() == spec.fingerprint()
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal() -> None:
+    import io
+
+    from memtui.batch import Reporter
+
+    stream = io.StringIO()
+    rep = Reporter(stream)
+    for i in range(1, 41):
+        rep(i, 40, {"item_id": f"x{i}", "status": "error" if i == 3 else "ok"})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 11  # one per 10 %, from the first item
+    assert lines[-1] == "memtui: 40/40 items (100%), 1 error(s)"
