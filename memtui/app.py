@@ -63,9 +63,11 @@ class MemtuiApp(App[int]):
     ]
 
     def __init__(self, config: Config | None = None, gpu: bool = True, show_eta: bool = True,
-                 config_file: Path | None = None, **kwargs: Any) -> None:
+                 config_file: Path | None = None, runs_override: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_file = config_file
+        self.runs_override = runs_override
         self.cfg = config if config is not None else load_config(config_file)
         self.gpu = gpu
         self.show_eta = show_eta
@@ -99,7 +101,7 @@ class MemtuiApp(App[int]):
     def save_settings(self, cfg: Config) -> None:
         """Persist edited settings and apply them to this session."""
         save_config(cfg, self.config_file)
-        self.cfg = cfg
+        self.cfg = apply_overrides(cfg, runs=self.runs_override)
         if cfg.theme in self.available_themes:
             self.theme = cfg.theme
 
@@ -150,7 +152,7 @@ def run_app(args: Any) -> int:
     except ValueError as exc:
         print(f"memtui: {exc}", file=sys.stderr)
         return 2
-    cfg = apply_overrides(cfg, runs=getattr(args, "runs", None))
-    app = MemtuiApp(config=cfg, config_file=config_file)
+    runs = getattr(args, "runs", None)
+    app = MemtuiApp(config=apply_overrides(cfg, runs=runs), config_file=config_file, runs_override=runs)
     code = app.run(mouse=not getattr(args, "no_mouse", False))
     return int(code or 0)

@@ -88,14 +88,21 @@ class BrowseScreen(Screen):
         return f"memtui · runs in {self.app.cfg.runs_path}"
 
     def on_mount(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
         self.query_one("#app-log", LogPane).add_lines(list(getattr(self.app, "messages", [])))
         self.action_refresh()
         self.set_interval(2.0, self.scan_runs)
+
+    def roots(self) -> tuple:
+        cfg = self.app.cfg
+        return (tuple(cfg.checkpoint_roots), tuple(cfg.dataset_roots), str(cfg.runs_path))
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:
             self.query_one("#browse-title", Static).update(self.title_text())
             self.scan_runs()
+            if self.roots() != self.scanned_roots:
+                self.scan_assets()
 
     # ------------------------------------------------------------------------------ scanning
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-runs")
@@ -105,6 +112,7 @@ class BrowseScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-assets")
     def scan_assets(self) -> None:
         cfg = self.app.cfg
+        self.scanned_roots = self.roots()
         self.post_message(Scanned("datasets", catalog.scan_datasets(cfg.dataset_roots)))
         quick = catalog.scan_checkpoints(cfg.checkpoint_roots, detect=False)
         self.post_message(Scanned("checkpoints", quick))
@@ -161,6 +169,7 @@ class BrowseScreen(Screen):
 
     # ------------------------------------------------------------------------------ actions
     def action_refresh(self) -> None:
+        self.scanned_roots = self.roots()
         self.scan_runs()
         self.scan_assets()
 
@@ -218,9 +227,9 @@ class BrowseScreen(Screen):
         from .compare import CompareScreen
 
         runs = [r for r in self.entries["runs"] if str(r.path) in self.marked] or \
-               [r for r in self.entries["runs"] if r.summary]
+               [r for r in self.entries["runs"] if r.summary and r.analysis == "concept"]
         if not runs:
-            self.notify("no finished runs to compare (mark runs with space)", severity="warning")
+            self.notify("no finished concept runs to compare (mark runs with space)", severity="warning")
             return
         self.app.push_screen(CompareScreen([r.path for r in runs]))
 

@@ -76,16 +76,16 @@ class NewRunScreen(Screen):
             for fid, label, placeholder in TEXT_FIELDS:
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input(d.get(fid, ""), placeholder=placeholder, id=f"f-{fid}")
+                    yield Input(d.get(fid, ""), placeholder=placeholder, id=f"f-{fid}", compact=True)
             for fid, label, options in SELECTS:
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Select([(o, o) for o in options], value=d.get(fid, options[0]),
-                                 allow_blank=False, id=f"f-{fid}")
+                                 allow_blank=False, id=f"f-{fid}", compact=True)
             for fid, label, default in NUMBERS:
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input(d.get(fid, default), id=f"f-{fid}")
+                    yield Input(d.get(fid, default), id=f"f-{fid}", compact=True)
             yield Static(Text(f"runs folder: {runs_dir}", style="dim"), classes="hint")
             yield Static("", id="problems", classes="problems")
         yield Footer()
@@ -107,6 +107,7 @@ class NewRunScreen(Screen):
                 text.append("✗ ", style="bold")
                 text.append(p + "\n")
             widget.update(text)
+            self.call_after_refresh(widget.scroll_visible)
         else:
             widget.update(Text(ok_text, style="green"))
 

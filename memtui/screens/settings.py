@@ -35,14 +35,18 @@ class SettingsScreen(ModalScreen[None]):
             for fid, label, value in (
                 ("checkpoint_roots", "checkpoints", ", ".join(c.checkpoint_roots)),
                 ("dataset_roots", "datasets", ", ".join(c.dataset_roots)),
-                ("runs_dir", "runs folder", c.runs_dir or str(c.runs_path)),
+                ("runs_dir", "runs folder", c.runs_dir),
                 ("theme", "theme", self.app.theme),
             ):
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input(value, id=fid)
+                    yield Input(value, id=fid, compact=True, placeholder=str(c.runs_path) if fid == "runs_dir" else
+                                "folders, separated by commas" if fid.endswith("roots") else "")
             yield Static("ctrl+r or Enter saves · Escape discards", classes="hint")
             yield Static("", id="settings-problems", classes="problems")
+
+    def on_mount(self) -> None:
+        self.query_one("#checkpoint_roots", Input).focus()
 
     def on_input_submitted(self) -> None:
         self.action_save()

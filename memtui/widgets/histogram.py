@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from textual_plotext import PlotextPlot
 
 SERIES_COLORS: tuple[str, ...] = ("orange", "cyan", "magenta", "green", "yellow")
+BINS = 24
 
 
 def law_curve(mean: float, std: float, lo: float, hi: float, n_samples: int, bin_width: float,
@@ -43,6 +44,8 @@ class Histogram(PlotextPlot):
         self.redraw()
 
     def redraw(self) -> None:
+        """Histograms over one shared set of bins (so the series and the law share a scale):
+        each series as bars of counts, the law as expected counts per bin."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -59,17 +62,39 @@ class Histogram(PlotextPlot):
             lo, hi = min(lo, mean - 3 * std), max(hi, mean + 3 * std)
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
-        bins = 20
-        biggest = max((len(v) for v in self.series.values()), default=0)
-        for (name, vals), color in zip(self.series.items(), SERIES_COLORS):
-            if vals:
-                plt.hist(vals, bins=bins, label=f"{name} ({len(vals)})", color=color, xside=None)
-        if self.law is not None and biggest:
+        bins = BINS
+        width = (hi - lo) / bins
+        shown = [(name, vals) for name, vals in self.series.items() if vals]
+        for (name, vals), color in zip(shown, SERIES_COLORS):
+            xs, ys = step_outline(bin_counts(vals, lo, hi, bins), lo, width)
+            plt.plot(xs, ys, label=f"{name} ({len(vals)})", color=color, marker="hd",
+                     fillx=len(shown) == 1)
+        if self.law is not None:
             mean, std, label = self.law
-            # scale the law to the biggest series' counts (plotext bins each series over its range)
-            big = max(self.series.values(), key=len)
-            width = (max(big) - min(big)) / bins if max(big) > min(big) else (hi - lo) / bins
-            xs, ys = law_curve(mean, std, lo, hi, len(big), width)
+            n = max(len(v) for _, v in shown)
+            xs, ys = law_curve(mean, std, lo, hi, n, width)
             plt.plot(xs, ys, label=label, color="white", marker="braille")
         plt.xlim(lo, hi)
         self.refresh()
+
+
+def step_outline(counts: Sequence[int], lo: float, width: float) -> tuple[list[float], list[float]]:
+    """Points tracing a histogram's outline (a step line) for ``counts`` of bins ``width`` wide."""
+    xs: list[float] = [lo]
+    ys: list[float] = [0.0]
+    for i, c in enumerate(counts):
+        xs += [lo + i * width, lo + (i + 1) * width]
+        ys += [float(c), float(c)]
+    xs.append(lo + len(counts) * width)
+    ys.append(0.0)
+    return xs, ys
+
+
+def bin_counts(values: Sequence[float], lo: float, hi: float, bins: int) -> list[int]:
+    """Counts of ``values`` in ``bins`` equal bins over [lo, hi] (hi falls in the last bin)."""
+    counts = [0] * bins
+    span = (hi - lo) or 1.0
+    for v in values:
+        i = int((v - lo) / span * bins)
+        counts[min(max(i, 0), bins - 1)] += 1
+    return counts

@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("id", "item", 12), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("nll", "NLL", 9),
-    ("status", "status", 6), ("prompt", "prompt", 48),
+    ("id", "item", 16), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("nll", "NLL", 9),
+    ("status", "status", 6), ("prompt", "prompt", 44),
 )
 SORT_ORDER: tuple[str, ...] = ("id", "psnr", "nll", "set", "status")
 
