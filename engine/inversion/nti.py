@@ -110,9 +110,9 @@ def _optimise_paper(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tenso
         uncond = param.detach()
         nulls.append(uncond)
         losses.append(last.clone())
-        with torch.no_grad():
-            e_u, e_c2 = pipe.eps(torch.cat([latent, latent]), t, torch.cat([uncond, emb.float()])).chunk(2)
-            latent = ddim_move(latent, e_u + guidance * (e_c2 - e_u), a_t, a_p)
+        with torch.no_grad():  # step with the optimised embedding (e_c is unchanged: reuse it)
+            e_u = pipe.eps(latent, t, uncond)
+            latent = ddim_move(latent, e_u + guidance * (e_c - e_u), a_t, a_p)
         tick(i + 1)
     return NTIResult(z_T=traj[-1], null_embs=torch.stack(nulls), guidance=guidance, stop_at_t1=False,
                      losses=torch.stack(losses))
