@@ -173,7 +173,7 @@ class RunSpec:
                 elif v and not Path(os.path.expanduser(v)).is_dir():
                     out.append(f"{name} folder not found: {v}")
             if self.ablated and not Path(os.path.expanduser(self.ablated)).exists():
-                out.append(f"ablated checkpoint not found: {self.ablated}")
+                out += _cached_checkpoint_problems(self.ablated)
         if self.analysis == "generate" and isinstance(self.options, dict):
             from .analysis.generate import spec_problems  # torch-free
 
@@ -236,3 +236,18 @@ def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"spec file {str(p)!r} must hold an object")
     return data
+
+
+def _cached_checkpoint_problems(source: str) -> list[str]:
+    """[] when ``source`` is a repo id (with optional subfolder) in the local HF cache, else one
+    problem line. Imports the loader (and torch) only for names that are not local paths."""
+    if "/" not in source or source.startswith((".", "/", "~")):
+        return [f"ablated checkpoint not found: {source}"]
+    from .loading.base import resolve_checkpoint_path
+    from .loading.errors import ModelNotFoundError
+
+    try:
+        resolve_checkpoint_path(source)
+    except ModelNotFoundError as exc:
+        return [f"ablated checkpoint not found: {exc}"]
+    return []

@@ -149,6 +149,14 @@ def test_ablated_text_encoder_subfolder_from_local_hf_cache(fresh, tiny_pipe, tm
     assert report.path.endswith("snapshots/" + "f" * 40 + "/nudity_unlearned")
     with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
         load_ablated(fresh, "memtui-test/advunlearn/dog_unlearned")
+    # a run spec naming the cached subfolder validates; a missing one is named in words
+    from memtui.engine.spec import RunSpec
+
+    spec = RunSpec(base=str(tmp_path), erased=str(tmp_path), reference=str(tmp_path),
+                   ablated="memtui-test/advunlearn/nudity_unlearned")
+    assert not [p for p in spec.problems() if "ablated" in p]
+    spec.ablated = "memtui-test/advunlearn/dog_unlearned"
+    assert any("ablated checkpoint not found" in p and "dog_unlearned" in p for p in spec.problems())
 
 
 # ----------------------------------------------------------------------------- each kind
