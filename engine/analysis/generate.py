@@ -235,7 +235,12 @@ class _GenerateRun:
 
         t = time.monotonic()
         self.device = resolve_device(self.spec.device)
-        self.pipe = load_base(self.spec.base, device=self.device, precision=self.spec.precision)
+        base = self.spec.base
+        if not base and self.spec.demo:  # the demo world's base model shipped with memtui
+            from ..demo import base_dir
+
+            base = str(base_dir())
+        self.pipe = load_base(base, device=self.device, precision=self.spec.precision)
         report = load_ablated(self.pipe, self.spec.ablated).to_dict() if self.spec.ablated else None
         self.rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=self.device,
                       precision=self.spec.precision, load_report=report)

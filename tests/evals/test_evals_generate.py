@@ -127,3 +127,20 @@ def test_missing_detector_or_prompts_refused_before_the_run(tiny_pipe_dir, promp
                       options={"detectors": ["imagenet"]})
     with pytest.raises(SpecError, match="imagenet detector needs a local file"):
         concept.validate()
+
+
+def test_generate_on_the_demo_model_with_its_classifier(tmp_path) -> None:
+    from memtui.engine.analysis import run
+    from memtui.engine.demo import base_dir
+    from memtui.engine.spec import RunSpec
+
+    if not (base_dir() / "model_index.json").is_file():
+        pytest.skip("the demo weights are not built in this checkout (python -m memtui.engine.demo.train)")
+    csv = tmp_path / "circle.csv"
+    csv.write_text("case_number,prompt,evaluation_seed\n0,a red circle,1\n1,a blue circle,2\n")
+    spec = RunSpec(analysis="generate", demo=True, device="cpu",
+                   options={"prompts": str(csv), "steps": 10, "detectors": "demo"})
+    s = run(spec.validate(), tmp_path / "out")
+    assert s["n_ok"] == 2 and (tmp_path / "out" / "imgs" / "1_0.png").is_file()
+    det = s["detection"]["demo:circle"]["sets"]["generated"]
+    assert det["n"] == 2 and 0.0 <= det["image_rate"] <= 1.0
