@@ -44,6 +44,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     from .batch_evals import apply_eval_flags
 
     apply_eval_flags(args, data)
+    from .batch_demo import apply_demo_flags
+
+    apply_demo_flags(args, data)
     return RunSpec.from_dict(data).resolved_paths()
 
 
@@ -232,7 +235,11 @@ def run_batch(args: argparse.Namespace) -> int:
         _quiet_library_progress()
     try:
         with _Signals(cancel):
+            from .batch_demo import after_run, before_run
+
+            before_run(spec, rd)
             summary = analysis.run(spec, rd, progress=reporter, cancel=cancel)
+            summary = after_run(args, spec, rd, summary, cancel)
     except KeyboardInterrupt:
         reporter.close()
         _err(f"aborted; resume with the same command (run directory {rd.path})")

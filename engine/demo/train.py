@@ -144,12 +144,12 @@ def stage_classifier(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any
     x = torch.cat([x, _recon(vae, x)])
     y = torch.tensor([SHAPES.index(s) for s in labels] * 2)
     model = ShapeNet(len(SHAPES), cfg["cls_width"])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed + 12)
     n = cfg["cls_steps"]
     for step in range(n):
         for g in opt.param_groups:
-            g["lr"] = 2e-3 * cosine_lr(step, n, warmup=50)
+            g["lr"] = 1e-3 * cosine_lr(step, n, warmup=50)
         idx = torch.from_numpy(rng.integers(len(x), size=cfg["cls_batch"]))
         xb = x[idx] + 0.05 * torch.randn(len(idx), 3, 32, 32) * torch.rand(len(idx), 1, 1, 1)
         loss = F.cross_entropy(model(xb), y[idx])

@@ -23,20 +23,21 @@ CONFIG = "classifier.json"
 
 
 class ShapeNet(nn.Module):
-    """Logits ``[B, n_classes]`` for images ``[B, 3, size, size]`` in [-1, 1]."""
+    """Logits ``[B, n_classes]`` for images ``[B, 3, 32, 32]`` in [-1, 1]: three conv + max-pool
+    stages (32 -> 4 px) and a two-layer head on the flattened map (keeps the shape's layout)."""
 
-    def __init__(self, n_classes: int = 4, width: int = 32) -> None:
+    def __init__(self, n_classes: int = 4, width: int = 16) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(2 * w, n_classes)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * 16, 64), nn.ReLU(), nn.Linear(64, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
+        return self.head(self.features(x))
 
 
 def images_to_tensor(images: Sequence[Image.Image], size: int = 32) -> torch.Tensor:
@@ -113,7 +114,7 @@ def load(path: str | Path | None = None, **opts: Any) -> DemoDetector:
     if not wfile.exists() or not (folder / CONFIG).exists():
         raise DetectorError(f"demo detector: {wfile} or {folder / CONFIG} is missing")
     cfg = json.loads((folder / CONFIG).read_text())
-    model = ShapeNet(len(cfg["concepts"]), cfg.get("width", 32))
+    model = ShapeNet(len(cfg["concepts"]), cfg.get("width", 16))
     model.load_state_dict(load_file(str(wfile)))
     return DemoDetector(model, cfg["concepts"], cfg.get("size", 32), float(opts.get("threshold", 0.5)),
                         source=str(wfile))
