@@ -90,6 +90,9 @@ class NewRunScreen(Screen):
             yield Static("", id="problems", classes="problems")
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.query_one("#f-name", Input).focus()
+
     def values(self) -> dict[str, str]:
         """The form's current values as text."""
         out: dict[str, str] = {}

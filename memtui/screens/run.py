@@ -208,6 +208,8 @@ class RunScreen(Screen):
             if msg.results and table.sort_column != "id":
                 table.apply_sort()
             self.status = msg.status
+            if not self.info.spec:  # a just-launched run writes its spec.json once it starts
+                self.info.spec = jobs.read_json(self.run_dir / "spec.json") or {}
             self.query_one("#run-title", Static).update(self.title_text())
             records = table.records
             done = len(records)
