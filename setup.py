@@ -10,4 +10,5 @@ packages = (
 setup(
     packages=packages,
     package_dir={"memtui": "memtui", "memtui.engine": "engine", "memtui.themes": "themes"},
+    package_data={"memtui.engine.demo": ["weights/*.*", "weights/*/*.*", "weights/*/*/*.*"]},
 )
