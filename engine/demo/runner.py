@@ -16,6 +16,7 @@ DATA_SUBDIR = "data"
 N_PER_SET = 32
 DATA_SEED = 0
 PROMPT_N = 64
+PROMPT_STEPS = 20  # DDIM steps of the prompt test (at most the spec's steps)
 GUIDANCE = 4.0
 
 __all__ = ["demo_spec_fields", "ensure_demo_data", "add_prompt_test"]
@@ -52,7 +53,7 @@ def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | Non
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     summary = rd.read_summary() or {}
-    steps = steps or spec.steps
+    steps = steps or min(spec.steps, PROMPT_STEPS)
     old = summary.get("prompt_test")
     if isinstance(old, dict) and old.get("n") == n and old.get("steps") == steps:
         return summary
