@@ -49,12 +49,24 @@ class PreviewPair(Static):
 
     def __init__(self, width_px: int = 24, **kwargs) -> None:
         super().__init__(Text("(no item selected)", style="dim"), **kwargs)
+        self.max_px = width_px
         self.width_px = width_px
         self.shown: tuple[str, ...] = ()
+        self.args: tuple = (None, None, None, "")
+
+    def on_resize(self) -> None:
+        """Fit both images side by side in the available width (at most ``max_px`` each)."""
+        width = self.content_region.width or self.size.width
+        fit = max(8, min(self.max_px, (width - 4) // 2)) if width else self.max_px
+        if fit != self.width_px:
+            self.width_px = fit
+            self.shown = ()
+            self.show_item(*self.args)
 
     def show_item(self, item_id: str | None, query: Path | None, recon: Path | None,
                   caption: str = "") -> None:
         """Render the pair for one item (a no-op if it is already shown)."""
+        self.args = (item_id, query, recon, caption)
         key = (str(item_id), str(query), str(recon), caption)
         if key == self.shown:
             return

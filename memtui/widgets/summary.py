@@ -42,9 +42,10 @@ def summary_renderable(summary: dict[str, Any] | None) -> RenderableType:
     """Per-set count/mean/std of PSNR and NLL, then EMDs and relative distance."""
     if not summary:
         return Text("no summary yet (written when the run finishes)", style="dim")
-    sets = Table(title="per set", box=None, header_style="bold", pad_edge=False)
-    for col in ("set", "n", "PSNR mean", "± std", "NLL mean", "± std"):
-        sets.add_column(col, justify="left" if col == "set" else "right")
+    sets = Table(title="per set (mean ± std)", box=None, header_style="bold", pad_edge=False)
+    for col, width in (("set", 6), ("n", 1), ("PSNR dB", 5), ("±", 4), ("NLL", 7), ("±", 4)):
+        sets.add_column(col, justify="left" if col == "set" else "right", min_width=width,
+                        no_wrap=col != "set")
     for name in SETS:
         mean = set_stat(summary, (name,), "psnr", "mean")
         nmean = set_stat(summary, (name,), "nll", "mean")

@@ -31,3 +31,16 @@ def concept_run(runs_dir: Path) -> Path:
                     recs, concept_summary(recs, 1.25))
 
 
+
+
+@pytest.fixture(autouse=True)
+def _no_demo_defaults(request, monkeypatch):
+    """Screens in tests don't depend on whether the demo weights are installed (except in tests
+    that ask for the ``demo_allowed`` fixture)."""
+    if "demo_allowed" not in request.fixturenames:
+        monkeypatch.setattr("memtui.launch.demo_available", lambda: False)
+
+
+@pytest.fixture
+def demo_allowed() -> None:
+    """Let the console offer the installed demo world (see ``_no_demo_defaults``)."""

@@ -94,7 +94,9 @@ def concept_summary(records: list[dict[str, Any]], rd: float) -> dict[str, Any]:
 def make_app(config: Config, **kwargs: Any):
     from memtui.app import MemtuiApp
 
-    return MemtuiApp(config=config, config_file=config.path, gpu=False, show_eta=False, **kwargs)
+    app = MemtuiApp(config=config, config_file=config.path, gpu=False, show_eta=False, **kwargs)
+    app.animation_level = "none"  # tab underlines jump instead of sliding: stable snapshots
+    return app
 
 
 async def settle(pilot, rounds: int = 2) -> None:

@@ -7,6 +7,7 @@ import math
 import tomllib
 from pathlib import Path
 
+import pytest
 from console_helpers import (concept_records, concept_summary, make_app, make_run, plain, settle,
                              wait_until, write_png)
 
@@ -201,3 +202,25 @@ async def test_palette_lists_screen_actions(config, concept_run):
         await cb()
         await settle(pilot)
         assert isinstance(app.screen, NewRunScreen)
+
+
+async def test_new_run_offers_the_demo_when_nothing_is_configured(config, demo_allowed):
+    from memtui import launch
+
+    if not launch.demo_available():
+        pytest.skip("demo weights not installed")
+    from memtui.engine.demo import base_dir, erased_path
+
+    app = make_app(config)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert "built-in demo world" in plain(app.screen.query_one("#runs-hint"))
+        await pilot.press("n")
+        await settle(pilot)
+        values = app.screen.values()
+        assert values["base"] == str(base_dir()) and values["ablated"] == str(erased_path())
+        assert (Path(values["erased"]) / "prompts.csv").exists()
+        assert (Path(values["reference"]) / "captions.csv").exists()
+        await pilot.press("f2")
+        await settle(pilot)
+        assert "ready to launch" in plain(app.screen.query_one("#problems"))

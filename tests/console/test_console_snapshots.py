@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from console_helpers import concept_records, concept_summary, make_app, make_run, settle
 
+from textual.widgets import Input
+
 from memtui.config import Config
 
 
@@ -66,6 +68,10 @@ def test_snapshot_new_run_problems(snap_compare, snap_app):
             pilot.app.screen.query_one(f"#f-{fid}").value = value
         await pilot.press("f2")
         await settle(pilot)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor makes snapshots flaky
+        pilot.app.clear_notifications()  # the toast times out after 3 s
+        await pilot.pause()
     assert snap_compare(snap_app, terminal_size=(100, 30), run_before=run_before)
 
 
