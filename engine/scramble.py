@@ -45,7 +45,7 @@ def check_divisible(height: int, width: int, grid: int) -> None:
 def _permute_patches(x: Array, grid: int, order: np.ndarray, channels_last: bool) -> Array:
     """Output patch ``k`` = input patch ``order[k]``."""
     is_np = isinstance(x, np.ndarray)
-    t = torch.from_numpy(np.ascontiguousarray(x)) if is_np else x
+    t = torch.from_numpy(np.array(x, copy=True)) if is_np else x
     if channels_last:
         if t.ndim == 2:
             t = t[..., None]
