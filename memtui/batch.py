@@ -46,6 +46,9 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     apply_eval_flags(args, data)
     from .batch_demo import apply_demo_flags
 
+    from .batch_memories import apply_memories_flags
+
+    apply_memories_flags(args, data)
     apply_demo_flags(args, data)
     return RunSpec.from_dict(data).resolved_paths()
 
@@ -141,6 +144,11 @@ def print_table(summary: dict[str, Any], run_dir: Path) -> None:
 
     if summary.get("analysis") == "generate":
         print_generate(summary, run_dir)
+        return
+    if summary.get("analysis") in ("memories", "scramble"):
+        from .batch_memories import print_image_level
+
+        print_image_level(summary, run_dir)
         return
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
     sets = summary.get("sets")

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch_demo import add_demo_arguments  # light: no torch at import
 
     add_demo_arguments(p)
+    from .batch_memories import add_memories_arguments  # light: no torch at import
+
+    add_memories_arguments(p)
 
     ui = p.add_argument_group("console")
     ui.add_argument("--runs", metavar="DIR", help="folder of run directories the console browses")

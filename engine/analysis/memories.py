@@ -29,7 +29,7 @@ Options (``spec.options``): ``targets`` (list of erased-set indices; default the
 ``num_targets`` = ``max_items`` or 5), ``num_supports`` (10), ``support_offset`` (0),
 ``support_stride`` (= num_supports), ``vae_steps`` (3000), ``vae_lr`` (0.01), ``loss_weights``
 ([1, 0, 0]), ``sib_path`` (reencode | direct), ``decoder_chunk`` (items per decoder
-forward/backward; None = all).
+forward/backward; None = all). Demo runs (``spec.demo``) default to ``DEMO_DEFAULTS``.
 """
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ from .memories_common import ItemRun, RunCancelled, run_item_analysis, uint8_to_
 from .memories_stats import average_figures, target_figures
 
 SIB_PATHS = ("reencode", "direct")
+# Defaults for runs on the demo world (``spec.demo``) where an option is not given: 32 reference
+# images allow 3 targets x 8 supports; 500 decoder steps take ~1 min per target on 2 CPU cores.
+DEMO_DEFAULTS: dict[str, Any] = {"num_targets": 3, "num_supports": 8, "vae_steps": 500}
 CV_DEFINITION = ("cv = population std / mean of the pairwise Euclidean distances (pairs i<j) among a "
                  "target's memory seeds z_T; cv_to_target = std / mean of the memories' Euclidean "
                  "distances to the target's own seed; 'average.cv' = mean and std of cv over targets")
@@ -76,6 +79,8 @@ class MemoriesOptions:
     @classmethod
     def from_spec(cls, spec: Any) -> "MemoriesOptions":
         o = dict(spec.options or {})
+        if getattr(spec, "demo", False):  # the demo world: a few minutes on 2 CPU cores
+            o = {**DEMO_DEFAULTS, **({"num_targets": spec.max_items} if spec.max_items else {}), **o}
         opts = cls(num_targets=int(o.get("num_targets", spec.max_items or 5)))
         if o.get("targets") is not None:
             opts.targets = [int(i) for i in o["targets"]]
