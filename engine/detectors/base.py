@@ -2,8 +2,9 @@
 classifier, style classifier, CLIP similarity).
 
 Images go in as a list of RGB ``PIL.Image`` (any size; each detector resizes as its model needs).
-Scores are floats in [0, 1] (probabilities or similarities mapped to [0, 1]); a detection is
-``score >= threshold`` unless a detector documents another rule (e.g. a top-k rule).
+Scores are floats, probabilities in [0, 1] for the classifiers; the CLIP adapter returns the raw
+cosine similarity in [-1, 1] (its threshold is on that scale). A detection is
+``score >= threshold`` unless a detector documents another rule (e.g. the style top-k rule).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class Detector(ABC):
 
     @abstractmethod
     def scores(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Scores float32 ``[B, len(self.concepts)]`` in [0, 1] for RGB images."""
+        """Scores float32 ``[B, len(self.concepts)]`` for RGB images (range as the module docstring says)."""
 
     def detect(self, images: Sequence[Image.Image], concept: str) -> Detection:
         """Scores and yes/no flags for ``concept`` (one of ``self.concepts``)."""
