@@ -52,7 +52,8 @@ class CompareScreen(Screen):
             "columns are concepts. Each cell: mean PSNR of the erased set in dB · relative distance "
             "(EMD erased↔normal / EMD reference↔normal; ≈1 means the erased concept's seeds are as "
             "likely as ordinary images' seeds).")
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload"),
+                Binding("e", "export_report", "Export report")]
 
     def __init__(self, run_dirs: list[Path], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -66,6 +67,11 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.action_reload()
+
+    def action_export_report(self) -> None:
+        from ..export import export_report
+
+        export_report(self, self.run_dirs)
 
     def action_reload(self) -> None:
         runs = [jobs.read_run(p) for p in self.run_dirs]

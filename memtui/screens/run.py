@@ -115,6 +115,7 @@ class RunScreen(Screen):
         Binding("6", "tab('log')", "Log", show=False),
         Binding("m", "memories", "Memories"),
         Binding("x", "cancel_run", "Cancel run"),
+        Binding("e", "export_report", "Export report"),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
@@ -291,6 +292,11 @@ class RunScreen(Screen):
         from .memories import MemoriesScreen
 
         self.app.push_screen(MemoriesScreen(self.run_dir))
+
+    def action_export_report(self) -> None:
+        from ..export import export_report
+
+        export_report(self, [self.run_dir])
 
     def action_cancel_run(self) -> None:
         if jobs.cancel_run(self.run_dir):
