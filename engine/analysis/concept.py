@@ -14,7 +14,6 @@ import os
 import platform
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..datasets import DatasetError, DatasetItem, read_dataset
 from ..images import ImageError, load_image, preprocess, to_uint8
 from ..runstore import RunDir, utc_now
 from ..spec import RunSpec, SpecError
+from .lifecycle import run_locked
 
 SETS = ("erased", "reference")
 EXTRA_BATCH_DIM = {"null_embs": 1, "nti_losses": 1}  # InversionOutput.extras laid out [n, B, ...]
@@ -319,16 +319,4 @@ def run_concept(spec: RunSpec, run_dir: RunDir | str | os.PathLike[str], progres
     ``progress(done, total, record)`` is called after each item; setting ``cancel`` stops the run
     after the current batch (resumable). Raises SpecMismatchError / RunLockedError before any
     work; other exceptions are logged as a ``failed`` event and re-raised."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    rd.prepare(spec)
-    rd.acquire_lock()
-    try:
-        return _ConceptRun(spec, rd, progress, cancel).run()
-    except KeyboardInterrupt:
-        rd.event("cancelled", reason="interrupted")
-        raise
-    except BaseException as e:
-        rd.event("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=20))
-        raise
-    finally:
-        rd.release_lock()
+    return run_locked(_ConceptRun, spec, run_dir, progress, cancel)

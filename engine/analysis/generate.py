@@ -22,7 +22,6 @@ import math
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,25 +183,13 @@ def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None,
     """Generate (or continue generating) the set of ``spec`` into ``run_dir``; returns the summary
     (also written to summary.json). ``progress(done, total, record)`` after each image; ``cancel``
     stops after the current batch (resumable)."""
-    from ..runstore import RunDir
+    from .lifecycle import run_locked
     from ..spec import SpecError
 
     probs = spec_problems(spec)
     if probs:
         raise SpecError("invalid generate spec:\n" + "\n".join(f"  - {p}" for p in probs))
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    rd.prepare(spec)
-    rd.acquire_lock()
-    try:
-        return _GenerateRun(spec, rd, progress, cancel).run()
-    except KeyboardInterrupt:
-        rd.event("cancelled", reason="interrupted")
-        raise
-    except BaseException as e:
-        rd.event("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=20))
-        raise
-    finally:
-        rd.release_lock()
+    return run_locked(_GenerateRun, spec, run_dir, progress, cancel)
 
 
 @dataclass

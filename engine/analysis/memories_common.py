@@ -11,7 +11,6 @@ import math
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from .. import metrics
 from ..decoder_inversion import is_cancelled
 from ..images import to_uint8
+from .lifecycle import run_locked
 from ..runstore import RunDir
 from ..spec import RunSpec, SpecError
 from .concept import is_oom, resolve_device
@@ -204,16 +204,4 @@ class ItemRun:
 def run_item_analysis(cls: type[ItemRun], spec: RunSpec, run_dir: RunDir | str | os.PathLike[str],
                       progress: Progress | None, cancel: threading.Event | Any) -> dict[str, Any]:
     """Prepare/lock ``run_dir`` and run ``cls``; logs a ``failed`` event on errors (re-raised)."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    rd.prepare(spec)
-    rd.acquire_lock()
-    try:
-        return cls(spec, rd, progress, cancel).run()
-    except KeyboardInterrupt:
-        rd.event("cancelled", reason="interrupted")
-        raise
-    except BaseException as e:
-        rd.event("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=20))
-        raise
-    finally:
-        rd.release_lock()
+    return run_locked(cls, spec, run_dir, progress, cancel)
