@@ -27,12 +27,12 @@ def add_memories_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-targets", dest="num_targets", type=int, metavar="N",
                    help="number of target images (default 5; 3 with --demo)")
     g.add_argument("--num-supports", dest="num_supports", type=int, metavar="N",
-                   help="support images (memories) per target (default 10; 6 with --demo); target k gets "
+                   help="support images (memories) per target (default 10; 5 with --demo); target k gets "
                         "reference items N*k .. N*k+N-1")
     g.add_argument("--support-offset", dest="support_offset", type=int, metavar="K",
                    help="first reference item used as a support (default 0)")
     g.add_argument("--vae-steps", dest="vae_steps", type=int, metavar="N",
-                   help="Adam steps of each decoder inversion (default 3000; 200 with --demo)")
+                   help="Adam steps of each decoder inversion (default 3000; 150 with --demo)")
     g.add_argument("--vae-lr", dest="vae_lr", type=float, metavar="LR", help="decoder-inversion learning rate (0.01; 0.1 with --demo)")
     g.add_argument("--sib-path", dest="sib_path", choices=("reencode", "direct"),
                    help="reencode (official: decode, quantise, encode again) or direct (the decoder-inverted "

@@ -51,9 +51,9 @@ from .memories_stats import average_figures, target_figures
 
 SIB_PATHS = ("reencode", "direct")
 # Defaults for runs on the demo world (``spec.demo``) where an option is not given, sized for a few
-# minutes on 2 CPU cores: 200 decoder steps at lr 0.1 reach about the PSNR of 300 steps at 0.03 or
+# minutes on 2 CPU cores: 150-200 decoder steps at lr 0.1 reach about the PSNR of 300 steps at 0.03 or
 # >1000 at the official 0.01 on the demo VAE (measured on memories toward a demo target).
-DEMO_DEFAULTS: dict[str, Any] = {"num_targets": 3, "num_supports": 6, "vae_steps": 200, "vae_lr": 0.1}
+DEMO_DEFAULTS: dict[str, Any] = {"num_targets": 3, "num_supports": 5, "vae_steps": 150, "vae_lr": 0.1}
 CV_DEFINITION = ("cv = population std / mean of the pairwise Euclidean distances (pairs i<j) among a "
                  "target's memory seeds z_T; cv_to_target = std / mean of the memories' Euclidean "
                  "distances to the target's own seed; 'average.cv' = mean and std of cv over targets")
