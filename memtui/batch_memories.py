@@ -60,6 +60,8 @@ def _n(v: Any, fmt: str = ".2f") -> str:
 def _ms(d: Any, fmt: str = ".2f") -> str:
     if not isinstance(d, dict):
         return "n/a"
+    if d.get("count") == 1:  # a single value has no spread worth printing
+        return _n(d.get("mean"), fmt)
     return f"{_n(d.get('mean'), fmt)} ± {_n(d.get('std'), fmt)}"
 
 

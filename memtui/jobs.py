@@ -162,9 +162,22 @@ class RunInfo:
         return f"{self.done}/{self.total}" if self.total else f"{self.done}/?"
 
     def headline(self) -> str:
-        """Mean PSNR of the erased (or target/memory) set and the relative distance, when known."""
+        """The run's key figures when known: concept runs the erased set's mean PSNR and the relative
+        distance; memories runs the memories' mean PSNR and CV; scramble runs the mean NLL increase."""
         s = self.summary or {}
         parts = []
+        avg = s.get("average")
+        if self.analysis == "memories" and isinstance(avg, dict):
+            psnr = (avg.get("memory_psnr") or {}).get("mean")
+            cv = (avg.get("cv") or {}).get("mean")
+            if isinstance(psnr, (int, float)):
+                parts.append(f"mem. PSNR {psnr:.2f} dB")
+            if isinstance(cv, (int, float)):
+                parts.append(f"CV {cv:.3f}")
+            return "  ".join(parts) or "-"
+        inc = s.get("nll_increase")
+        if self.analysis == "scramble" and isinstance(inc, dict) and isinstance(inc.get("mean"), (int, float)):
+            return f"NLL +{inc['mean']:.1f} scrambled"
         psnr = set_stat(s, ("erased", "target", "memory"), "psnr", "mean")
         if psnr is not None:
             parts.append(f"PSNR {psnr:.2f} dB")

@@ -72,6 +72,23 @@ def test_read_run_from_runstore_files(tmp_path):
     assert info.method == "nti" and info.progress_text() == "3/5" and info.headline() == "-"
 
 
+@pytest.mark.parametrize("analysis, summary, expected", [
+    ("concept", {"sets": {"erased": {"psnr": {"mean": 26.814}}}, "relative_distance": 1.114},
+     "PSNR 26.81 dB  RD 1.11"),
+    ("memories", {"sets": {"target": {"psnr": {"mean": 27.5}}},
+                  "average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.2109}}},
+     "mem. PSNR 25.26 dB  CV 0.211"),
+    ("scramble", {"sets": {"target": {"psnr": {"mean": 27.8}}}, "nll_increase": {"mean": 32.37}},
+     "NLL +32.4 scrambled"),
+])
+def test_headline_follows_the_analysis(tmp_path, analysis, summary, expected):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "spec.json").write_text(json.dumps({"analysis": analysis, "method": "ddim"}))
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert jobs.read_run(run).headline() == expected
+
+
 def test_config_round_trip_and_overrides(tmp_path):
     path = tmp_path / "c" / "config.toml"
     assert load_config(path) == Config()
