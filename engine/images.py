@@ -17,8 +17,8 @@ Mode handling of ``load_image`` / ``to_rgb`` (every result is 8-bit RGB):
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -26,6 +26,8 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from .runstore import atomic_write_bytes
 
 __all__ = ["ImageError", "load_image", "to_rgb", "preprocess", "preprocess_batch", "to_uint8",
            "tensor_to_pil", "save_png", "RESAMPLE"]
@@ -134,20 +136,6 @@ def save_png(image: Image.Image | np.ndarray | torch.Tensor, path: str | os.Path
         pil = Image.fromarray(image)
     else:
         pil = image
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a PNG is an ordinary readable file
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return dest
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())

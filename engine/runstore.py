@@ -102,9 +102,13 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    end = data.rfind(b"\n")
+    return parse_jsonl(data[: data.rfind(b"\n") + 1])
+
+
+def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of complete JSONL lines ``data``; lines that do not parse are skipped."""
     out: list[dict[str, Any]] = []
-    for line in data[: end + 1].splitlines():
+    for line in data.splitlines():
         try:
             rec = json.loads(line)
         except ValueError:

@@ -21,40 +21,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memtui.engine.runstore import RunDir, parse_jsonl
+
 PID_FILE = "console.pid"
 LOG_FILE = "console.log"
 
 
 # ------------------------------------------------------------------------------------ reading
-class JsonlTail:
-    """Incremental reader of an append-only JSONL file: each :meth:`read_new` returns the complete
-    records appended since the last call (a trailing partial line waits for its newline; lines that
-    are not JSON objects are skipped)."""
+class _Tail:
+    """Incremental reader of a growing file: :meth:`_complete` returns the bytes of the complete
+    lines appended since the last call (a trailing partial line waits for its newline)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.offset = 0
 
-    def read_new(self) -> list[dict[str, Any]]:
+    def _complete(self) -> bytes:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 chunk = f.read()
         except FileNotFoundError:
-            return []
+            return b""
         end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
         self.offset += end + 1
-        out: list[dict[str, Any]] = []
-        for line in chunk[: end + 1].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return chunk[: end + 1]
+
+
+class JsonlTail(_Tail):
+    """Incremental reader of an append-only JSONL file: each :meth:`read_new` returns the complete
+    records appended since the last call (lines that are not JSON objects are skipped)."""
+
+    def read_new(self) -> list[dict[str, Any]]:
+        return parse_jsonl(self._complete())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -62,25 +61,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return JsonlTail(path).read_new()
 
 
-class TextTail:
+class TextTail(_Tail):
     """Incremental reader of a growing text file (complete lines only)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.offset = 0
-
     def read_new(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        return chunk[:end].decode("utf-8", errors="replace").splitlines()
+        return self._complete().decode("utf-8", errors="replace").splitlines()
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -212,7 +197,6 @@ def run_status(run_dir: Path) -> str:
     """The run's status from the runs engine (``RunDir.status()``: new | running | finished |
     cancelled | failed | incomplete), with one console addition: a run whose process this console
     spawned is ``running`` while it starts up, before it takes the run lock."""
-    from memtui.engine.runstore import RunDir
 
     status = RunDir(run_dir).status()
     if status in ("new", "incomplete") and is_live(run_dir):
@@ -222,7 +206,6 @@ def run_status(run_dir: Path) -> str:
 
 def read_run(run_dir: Path) -> RunInfo:
     """Read a run directory's spec, status, progress and summary into a :class:`RunInfo`."""
-    from memtui.engine.runstore import RunDir
 
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
@@ -238,7 +221,6 @@ def read_run(run_dir: Path) -> RunInfo:
 def is_live(run_dir: Path) -> bool:
     """Whether the run's process is alive: the run lock (``run.pid``) or the pid this console
     recorded when it spawned the run (``console.pid``)."""
-    from memtui.engine.runstore import RunDir
 
     if RunDir(run_dir).live_lock() is not None:
         return True
@@ -248,7 +230,6 @@ def is_live(run_dir: Path) -> bool:
 
 def run_pid(run_dir: Path) -> int | None:
     """The live process of a run (lock first, then console.pid), or None."""
-    from memtui.engine.runstore import RunDir
 
     lock = RunDir(run_dir).live_lock()
     if lock is not None:

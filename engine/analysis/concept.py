@@ -24,8 +24,8 @@ from .. import metrics
 from ..datasets import DatasetError, DatasetItem, read_dataset
 from ..images import ImageError, load_image, preprocess, to_uint8
 from ..runstore import RunDir, utc_now
-from ..spec import RunSpec, SpecError
-from .lifecycle import run_locked
+from ..spec import RunSpec
+from .lifecycle import load_run_model, run_locked
 
 SETS = ("erased", "reference")
 EXTRA_BATCH_DIM = {"null_embs": 1, "nti_losses": 1}  # InversionOutput.extras laid out [n, B, ...]
@@ -166,20 +166,7 @@ class _ConceptRun:
     def _ensure_model(self) -> None:
         if self.pipe is not None:
             return
-        from ..inversion.api import InversionConfig
-        from ..loading import load_ablated, load_base
-
-        t = time.monotonic()
-        self.pipe = load_base(self.spec.base, device=self.device, precision=self.spec.precision)
-        report = load_ablated(self.pipe, self.spec.ablated).to_dict() if self.spec.ablated else None
-        self.size = self.spec.image_size or self.pipe.image_size
-        if self.size % self.pipe.vae_scale:
-            raise SpecError(f"image_size {self.size} is not a multiple of the VAE's {self.pipe.vae_scale}")
-        self.config = InversionConfig.from_dict({"method": self.spec.method, "steps": self.spec.steps,
-                                                 "seed": self.spec.seed, **self.spec.inversion})
-        self.rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3),
-                      device=self.device, precision=self.spec.precision, image_size=self.size,
-                      load_report=report, inversion=self.config.to_dict())
+        self.pipe, self.config, self.size = load_run_model(self.spec, self.rd, self.device)
 
     # ------------------------------------------------------------------ records
     def _emit(self, rec: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ import torch
 from .. import metrics
 from ..decoder_inversion import is_cancelled
 from ..images import to_uint8
-from .lifecycle import run_locked
+from .lifecycle import load_run_model, run_locked
 from ..runstore import RunDir
-from ..spec import RunSpec, SpecError
+from ..spec import RunSpec
 from .concept import is_oom, resolve_device
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -58,20 +58,7 @@ class ItemRun:
         """Load the base pipeline (+ ablated weights) once; build the inversion config."""
         if self.pipe is not None:
             return
-        from ..inversion.api import InversionConfig
-        from ..loading import load_ablated, load_base
-
-        t = time.monotonic()
-        self.pipe = load_base(self.spec.base, device=self.device, precision=self.spec.precision)
-        report = load_ablated(self.pipe, self.spec.ablated).to_dict() if self.spec.ablated else None
-        self.size = self.spec.image_size or self.pipe.image_size
-        if self.size % self.pipe.vae_scale:
-            raise SpecError(f"image_size {self.size} is not a multiple of the VAE's {self.pipe.vae_scale}")
-        self.config = InversionConfig.from_dict({"method": self.spec.method, "steps": self.spec.steps,
-                                                 "seed": self.spec.seed, **self.spec.inversion})
-        self.rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3),
-                      device=self.device, precision=self.spec.precision, image_size=self.size,
-                      load_report=report, inversion=self.config.to_dict())
+        self.pipe, self.config, self.size = load_run_model(self.spec, self.rd, self.device)
 
     def check_cancel(self) -> None:
         if is_cancelled(self.cancel):

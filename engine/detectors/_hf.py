@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .base import DetectorError
 
@@ -41,3 +44,18 @@ def release(*_: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def softmax_batches(model: Any, processor: Any, images: Sequence[Image.Image], batch_size: int,
+                    device: torch.device) -> np.ndarray:
+    """Class probabilities of a transformers image classifier, float32 ``[B, num_labels]``, computed
+    ``batch_size`` images at a time (images converted to RGB and preprocessed by ``processor``)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = [im.convert("RGB") for im in images[i:i + batch_size]]
+        x = processor(images=chunk, return_tensors="pt")["pixel_values"].to(device, model.dtype)
+        out.append(torch.softmax(model(pixel_values=x).logits.float(), dim=-1).cpu())
+    if not out:
+        return np.zeros((0, int(model.config.num_labels)), dtype=np.float32)
+    return torch.cat(out).numpy()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._hf import check_folder, load_pretrained, pick_device, release
+from ._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
 from .base import Detection, Detector, DetectorError
 
 IMAGENET_CLASSES: dict[str, int] = {
@@ -52,17 +52,11 @@ class ImageNetDetector(Detector):
         self.concepts = tuple(self.classes)
         self.batch_size = int(batch_size)
 
-    @torch.no_grad()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over all classes, float32 ``[B, num_labels]``."""
         if self.model is None:
             raise DetectorError("imagenet detector is closed")
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            chunk = [im.convert("RGB") for im in images[i:i + self.batch_size]]
-            x = self.processor(images=chunk, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)
-            out.append(torch.softmax(self.model(pixel_values=x).logits.float(), dim=-1).cpu())
-        return torch.cat(out).numpy()
+        return softmax_batches(self.model, self.processor, images, self.batch_size, self.device)
 
     def scores(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax probability at each concept's class id, ``[B, len(concepts)]``."""

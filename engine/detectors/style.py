@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._hf import check_folder, load_pretrained, pick_device, release
+from ._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
 from .base import Detection, Detector, DetectorError
 
 DEFAULT_STYLE = "vincent-van-gogh"
@@ -39,17 +39,11 @@ class StyleDetector(Detector):
         self.threshold = float(self.top_k)
         self.batch_size = int(batch_size)
 
-    @torch.no_grad()
     def scores(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over the style labels, float32 ``[B, len(concepts)]``."""
         if self.model is None:
             raise DetectorError("style detector is closed")
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            chunk = [im.convert("RGB") for im in images[i:i + self.batch_size]]
-            x = self.processor(images=chunk, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)
-            out.append(torch.softmax(self.model(pixel_values=x).logits.float(), dim=-1).cpu())
-        return torch.cat(out).numpy()
+        return softmax_batches(self.model, self.processor, images, self.batch_size, self.device)
 
     def detect(self, images: Sequence[Image.Image], concept: str = DEFAULT_STYLE) -> Detection:
         if concept not in self.concepts:

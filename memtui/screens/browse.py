@@ -2,7 +2,6 @@
 run (or inspects a checkpoint/dataset); ``i`` inspects; ``n`` starts the New-run form."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
