@@ -11,13 +11,6 @@ from memtui.engine.inversion import (InversionConfig, RenoiseConfig, ddim_invert
 PROMPTS = ["a red circle", "a photo of a dog"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:

@@ -13,14 +13,6 @@ from memtui.engine.inversion import ddim_invert, ddim_sample, ddim_trajectory, d
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are fastest single-threaded on a shared, oversubscribed CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def sd14_alphas_cumprod() -> np.ndarray:
     """alphas_cumprod of SD 1.4 ("scaled_linear" betas 0.00085 -> 0.012, 1000 steps) in float64."""

@@ -16,13 +16,6 @@ from memtui.engine.inversion import ddim_sample, ddim_trajectory, ddim_trajector
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def pipe64(tiny_pipe):

@@ -12,18 +12,11 @@ import torch.nn.functional as F
 
 from memtui.engine.inversion import (RenoiseConfig, autocorr_loss, ddim_invert, ddim_trajectory, draw_rolls,
                                      patch_kl, regularize, renoise_invert, renoise_step)
-from memtui.engine.inversion.ddim import alpha, alpha_before, ddim_move, schedule
+from memtui.engine.inversion.ddim import alpha, alpha_before, schedule
 
 PROMPTS = ["a red circle", "a photo of a dog"]
 PLAIN = RenoiseConfig(noise_regularization=False, average_latent_estimations=False)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
