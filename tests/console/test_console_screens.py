@@ -11,7 +11,7 @@ import pytest
 from console_helpers import (concept_records, concept_summary, make_app, make_run, plain, settle,
                              wait_until, write_png)
 
-from memtui.config import Config, load_config
+from memtui.config import load_config
 from memtui.screens.compare import CompareScreen
 from memtui.screens.help import HelpScreen
 from memtui.screens.inspect import InspectScreen
