@@ -9,7 +9,7 @@ should serialise them as ``NaN`` (Python's default) or map them to ``null``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +18,7 @@ from scipy import stats
 LN_2PI = math.log(2.0 * math.pi)
 
 __all__ = [
-    "psnr", "psnr_batch", "nll", "nll_law", "nll_law_pdf", "emd_w2_gaussian", "emd_w2_to_law",
+    "psnr", "psnr_batch", "nll", "nll_law", "nll_law_pdf", "emd_w2_gaussian", "emd_w2_to_law", "emd_to_normal", "emd_between",
     "w1_empirical", "w1_to_law", "normal_reference", "relative_distance", "pairwise_distances",
     "offdiag_stats", "distances_to", "coefficient_of_variation", "summarize",
 ]
@@ -150,6 +150,27 @@ def w1_to_law(x: Any, d: int) -> float:
     return float(np.sum(np.maximum(below, 0.0) + np.maximum(above, 0.0)))
 
 
+def emd_to_normal(x: Any, normal: Mapping[str, Any], metric: Literal["w2", "w1"] = "w2") -> float:
+    """Distance between the NLLs ``x`` and "normal" (a ``normal_reference`` dict): ``w2`` the
+    official squared W2 of fitted Gaussians (nats²); ``w1`` the empirical W1 (nats) to the exact law
+    (``w1_to_law``) or, when ``normal`` holds ``samples``, to those samples. nan for an empty set."""
+    if metric == "w2":
+        return emd_w2_to_law(x, normal["mean"], normal["std"]) if _finite_1d(x).size else math.nan
+    if metric == "w1":
+        samples = normal.get("samples")
+        return w1_to_law(x, int(normal["d"])) if samples is None else w1_empirical(x, samples)
+    raise ValueError(f"metric must be 'w2' or 'w1', got {metric!r}")
+
+
+def emd_between(x: Any, y: Any, metric: Literal["w2", "w1"] = "w2") -> float:
+    """Distance between two NLL sets: ``w2`` (nats², fitted Gaussians) or ``w1`` (nats, empirical)."""
+    if metric == "w2":
+        return emd_w2_gaussian(x, y)
+    if metric == "w1":
+        return w1_empirical(x, y)
+    raise ValueError(f"metric must be 'w2' or 'w1', got {metric!r}")
+
+
 # ---------------------------------------------------------------------------- relative distance
 def normal_reference(d: int, mode: Literal["exact", "samples"] = "exact", n: int = 50,
                      seed: int = 0) -> dict[str, Any]:
@@ -185,25 +206,16 @@ def relative_distance(erased_nll: Any, reference_nll: Any, d: int,
     if metric not in ("w2", "w1"):
         raise ValueError(f"metric must be 'w2' or 'w1', got {metric!r}")
     ref = normal_reference(d, normal, n, seed)
-    samples = ref.pop("samples", None)
     e, r = _finite_1d(erased_nll), _finite_1d(reference_nll)
     reasons: list[str] = []
     for name, s in (("erased", e), ("reference", r)):
         if s.size < 2:
             reasons.append(f"{name} set has {s.size} finite NLL value(s); at least 2 are needed")
 
-    def to_normal(s: np.ndarray) -> float:
-        if s.size < 2:
-            return math.nan
-        if metric == "w2":
-            return emd_w2_to_law(s, ref["mean"], ref["std"])
-        return w1_to_law(s, d) if samples is None else w1_empirical(s, samples)
-
-    en, rn = to_normal(e), to_normal(r)
-    if e.size < 2 or r.size < 2:
-        er = math.nan
-    else:
-        er = emd_w2_gaussian(e, r) if metric == "w2" else w1_empirical(e, r)
+    en = emd_to_normal(e, ref, metric) if e.size >= 2 else math.nan
+    rn = emd_to_normal(r, ref, metric) if r.size >= 2 else math.nan
+    er = emd_between(e, r, metric) if e.size >= 2 and r.size >= 2 else math.nan
+    ref.pop("samples", None)
     if rn == 0.0:
         reasons.append("reference_normal is 0: the ratio is undefined")
         rd = rd_er = math.nan

@@ -320,7 +320,8 @@ class _MemoriesRun(ItemRun):
             if r.get("status") == "ok" and r.get("z_shape"):
                 d = int(np.prod(r["z_shape"]))
                 break
-        normal = self.normal(d) if d else {"mode": self.spec.normal, "mean": math.nan, "std": math.nan}
+        normal = (self.normal(d, keep_samples=True) if d
+                  else {"mode": self.spec.normal, "d": 0, "mean": math.nan, "std": math.nan})
 
         def seeds(recs: list[dict[str, Any]]) -> np.ndarray | None:
             if not recs:
@@ -335,7 +336,7 @@ class _MemoriesRun(ItemRun):
                      if trec and trec.get("status") == "ok" else None)
             if not (mem or ctl or trec):
                 continue
-            figs = target_figures(trec, tseed, mem, seeds(mem), ctl, seeds(ctl), normal)
+            figs = target_figures(trec, tseed, mem, seeds(mem), ctl, seeds(ctl), normal, self.spec.emd_metric)
             figs["prompt"] = p.target.prompt
             per_target[p.target.item_id] = figs
             all_mem += mem
@@ -350,8 +351,9 @@ class _MemoriesRun(ItemRun):
                   for s, ids in all_ids.items() for i in ids if i in results and results[i].get("status") != "ok"]
         return {"analysis": "memories", "method": self.spec.method, "steps": self.spec.steps,
                 "options": self.opts.to_dict(), "sets": sets, "targets": per_target,
-                "average": average_figures(per_target, all_mem, all_ctl, normal),
-                "d": d, "normal": normal, "emd_metric": "w2", "cv_definition": CV_DEFINITION,
+                "average": average_figures(per_target, all_mem, all_ctl, normal, self.spec.emd_metric),
+                "d": d, "normal": {k: v for k, v in normal.items() if k != "samples"},
+                "emd_metric": self.spec.emd_metric, "cv_definition": CV_DEFINITION,
                 "errors": errors}
 
 

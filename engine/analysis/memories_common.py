@@ -143,9 +143,11 @@ class ItemRun:
             out[k] = metrics.summarize([float(r[k]) if isinstance(r.get(k), (int, float)) else math.nan for r in ok])
         return out
 
-    def normal(self, d: int) -> dict[str, Any]:
+    def normal(self, d: int, keep_samples: bool = False) -> dict[str, Any]:
+        """``metrics.normal_reference`` of the spec; its ``samples`` only with ``keep_samples``."""
         ref = metrics.normal_reference(d, self.spec.normal, self.spec.normal_samples, self.spec.seed)
-        ref.pop("samples", None)
+        if not keep_samples:
+            ref.pop("samples", None)
         return ref
 
     # ------------------------------------------------------------------ main

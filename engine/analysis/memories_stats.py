@@ -52,11 +52,12 @@ def _field(recs: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
 
 
 def group_figures(recs: Sequence[Mapping[str, Any]], seeds: np.ndarray | None,
-                  normal: Mapping[str, Any]) -> dict[str, Any]:
+                  normal: Mapping[str, Any], metric: str = "w2") -> dict[str, Any]:
     """Figures of one group of seeds (a target's memories, or its control group).
 
     recs: the group's result records (``psnr``, ``psnr_decoder``, ``nll``); seeds: ``[N, ...]``
-    their ``z_T`` in record order (None if unavailable); normal: ``metrics.normal_reference``.
+    their ``z_T`` in record order (None if unavailable); normal: ``metrics.normal_reference`` (with its
+    ``samples`` in samples mode); metric: ``w2`` or ``w1`` (``metrics.emd_to_normal``).
     """
     nll = _field(recs, "nll")
     out: dict[str, Any] = {
@@ -64,8 +65,7 @@ def group_figures(recs: Sequence[Mapping[str, Any]], seeds: np.ndarray | None,
         "psnr": metrics.summarize(_field(recs, "psnr")),
         "psnr_decoder": metrics.summarize(_field(recs, "psnr_decoder")),
         "nll": metrics.summarize(nll),
-        "emd_normal": (metrics.emd_w2_to_law(nll, normal["mean"], normal["std"])
-                       if np.isfinite(nll).sum() >= 1 else math.nan),
+        "emd_normal": metrics.emd_to_normal(nll, normal, metric) if np.isfinite(nll).any() else math.nan,
     }
     if seeds is not None and len(seeds) >= 2:
         euc, cos = metrics.pairwise_distances(seeds)
@@ -84,11 +84,11 @@ def group_figures(recs: Sequence[Mapping[str, Any]], seeds: np.ndarray | None,
 def target_figures(target_rec: Mapping[str, Any] | None, target_seed: np.ndarray | None,
                    memory_recs: Sequence[Mapping[str, Any]], memory_seeds: np.ndarray | None,
                    control_recs: Sequence[Mapping[str, Any]], control_seeds: np.ndarray | None,
-                   normal: Mapping[str, Any]) -> dict[str, Any]:
+                   normal: Mapping[str, Any], metric: str = "w2") -> dict[str, Any]:
     """All figures of one target (see module docstring). Seeds are ``[N, ...]`` arrays of ``z_T``
     in the order of their records; ``target_seed`` is the target's own ``z_T`` (any shape)."""
-    mem = group_figures(memory_recs, memory_seeds, normal)
-    ctl = group_figures(control_recs, control_seeds, normal)
+    mem = group_figures(memory_recs, memory_seeds, normal, metric)
+    ctl = group_figures(control_recs, control_seeds, normal, metric)
     if memory_seeds is not None and target_seed is not None and len(memory_seeds):
         d_euc = metrics.distances_to(memory_seeds, target_seed, "euclidean")
         d_cos = metrics.distances_to(memory_seeds, target_seed, "cosine")
@@ -106,7 +106,7 @@ def target_figures(target_rec: Mapping[str, Any] | None, target_seed: np.ndarray
         "control": ctl,
         "cv": mem["cv"],
         "emd": {"memory_normal": mem["emd_normal"], "control_normal": ctl["emd_normal"],
-                "memory_control": (metrics.emd_w2_gaussian(m_nll, c_nll)
+                "memory_control": (metrics.emd_between(m_nll, c_nll, metric)
                                    if np.isfinite(m_nll).any() and np.isfinite(c_nll).any() else math.nan)},
         "support_ids": [r.get("support_id") for r in memory_recs],
     })
@@ -121,7 +121,8 @@ def _get(d: Mapping[str, Any], *path: str) -> float:
 
 
 def average_figures(per_target: Mapping[str, Mapping[str, Any]], memory_recs: Sequence[Mapping[str, Any]],
-                    control_recs: Sequence[Mapping[str, Any]], normal: Mapping[str, Any]) -> dict[str, Any]:
+                    control_recs: Sequence[Mapping[str, Any]], normal: Mapping[str, Any],
+                    metric: str = "w2") -> dict[str, Any]:
     """The official ``"average"`` entry: PSNR/NLL pooled over all memories (and controls); the mean
     over targets of each target's mean pairwise distances, mean distance to the target seed and
     EMDs; plus mean/std over targets of the CV, and the EMD of all memory NLLs pooled."""
@@ -149,6 +150,6 @@ def average_figures(per_target: Mapping[str, Mapping[str, Any]], memory_recs: Se
         "emd_memory_normal": over("emd", "memory_normal"),
         "emd_control_normal": over("emd", "control_normal"),
         "emd_memory_control": over("emd", "memory_control"),
-        "emd_memory_normal_pooled": (metrics.emd_w2_to_law(m_nll, normal["mean"], normal["std"])
+        "emd_memory_normal_pooled": (metrics.emd_to_normal(m_nll, normal, metric)
                                      if np.isfinite(m_nll).any() else math.nan),
     })

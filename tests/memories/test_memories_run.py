@@ -161,3 +161,25 @@ def test_resume_after_cancel_equals_uninterrupted(mem_spec_dict, full_run, tmp_p
     for tid in ref_summary["targets"]:
         a, b = s2["targets"][tid]["memories"], ref_summary["targets"][tid]["memories"]
         assert a["pairwise_euclidean"]["mean"] == pytest.approx(b["pairwise_euclidean"]["mean"], rel=1e-4)
+
+
+def test_emd_metric_w1_with_seeded_normal_samples(mem_spec_dict, tmp_path) -> None:
+    """spec.emd_metric = w1 and normal = samples reach the memories summary: each EMD equals scipy's
+    empirical W1 against the seeded N(0, I) NLL samples drawn here independently."""
+    from scipy.stats import wasserstein_distance
+
+    out = tmp_path / "run"
+    spec = _spec(mem_spec_dict, emd_metric="w1", normal="samples", normal_samples=40, seed=5,
+                 options={"num_targets": 1, "vae_steps": 4})
+    summary = run(spec, out)
+    assert summary["emd_metric"] == "w1" and summary["normal"]["mode"] == "samples"
+    assert "samples" not in summary["normal"]
+    z = torch.randn(40, 256, generator=torch.Generator().manual_seed(5)).double().numpy()
+    normal_nll = 0.5 * (z ** 2).sum(1) + 0.5 * 256 * np.log(2 * np.pi)
+    recs = _records(out)
+    figs = summary["targets"]["erased-img0"]
+    mem = np.array([r["nll"] for r in recs if r["set"] == "memory" and r["status"] == "ok"])
+    ctl = np.array([r["nll"] for r in recs if r["set"] == "control" and r["status"] == "ok"])
+    assert figs["emd"]["memory_normal"] == pytest.approx(wasserstein_distance(mem, normal_nll), rel=1e-6)
+    assert figs["emd"]["control_normal"] == pytest.approx(wasserstein_distance(ctl, normal_nll), rel=1e-6)
+    assert figs["emd"]["memory_control"] == pytest.approx(wasserstein_distance(mem, ctl), rel=1e-9)
