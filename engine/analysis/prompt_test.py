@@ -2,7 +2,8 @@
 and each concept prompt "a <concept>", sample ``n`` images (DDIM, classifier-free guidance, seeded
 noise; both models get the same seeds) and report the fraction the detector flags as that concept.
 
-Samples are saved as PNGs under ``out_dir/<model>/<concept>/<i>.png`` (what is saved is what is scored).
+Samples are saved as PNGs under ``out_dir/<model>/<concept>/<i:03d>.png`` (what is saved is what is
+scored).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def prompt_test(base_pipe: SDPipeline, erased_pipe: SDPipeline, concepts: Sequen
                 cancel: threading.Event | None = None) -> dict[str, Any]:
     """Detection rates (0..1) per model and concept prompt. Returns ``{"models": {"base"|"erased":
     {concept: {"rate", "n", "detected_as": {c: rate}}}}, "retained": {concept: erased/base rate},
-    "erased_concept", "n", "steps", "guidance", "seed", "detector", "seconds"}``."""
+    "erased_concept", "n", "steps", "guidance", "seed", "detector", "samples" (the PNG folder or None),
+    "seconds"}``."""
     t0 = time.time()
     concepts = list(concepts)
     models = {"base": base_pipe, "erased": erased_pipe}

@@ -65,7 +65,8 @@ def nti_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int
 
     if mode == "paper":
         traj = ddim_trajectory(pipe, z0, emb, steps, inv_progress)
-        return _optimise_paper(pipe, traj, emb, steps, guidance, inner_steps or 10, lr, early_stop,
+        return _optimise_paper(pipe, traj, emb, steps, guidance, 10 if inner_steps is None else inner_steps,
+                               lr, early_stop,
                                lambda i: progress(n + i, total) if progress else None)
     traj = ddim_trajectory_t1(pipe, z0, emb, steps, inv_progress)
     return _optimise_official(pipe, traj, emb, steps, guidance, steps, lr,

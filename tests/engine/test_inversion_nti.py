@@ -77,6 +77,15 @@ def test_paper_mode_matches_original_loop(pipe64, z0):
     torch.testing.assert_close(res.null_embs, nulls, rtol=0, atol=1e-4)
 
 
+def test_paper_mode_zero_inner_steps_keeps_the_empty_embedding(pipe64, z0):
+    """inner_steps=0 is an ablation (no optimisation), not "use the default of 10"."""
+    emb = pipe64.encode_prompts(PROMPTS[:1])
+    res = nti_invert(pipe64, z0[:1], emb, 4, inner_steps=0)
+    empty = empty_embedding(pipe64, 1).to(res.null_embs.dtype)
+    for k in range(4):
+        torch.testing.assert_close(res.null_embs[k], empty, rtol=0, atol=0)
+
+
 def test_paper_batch_equals_single_with_per_item_early_stop(pipe64, z0):
     emb = pipe64.encode_prompts(PROMPTS)
     stop = 0.42  # step 0 losses without early stop end ≈ 0.32, 0.40, 0.46: items 0 and 1 stop early, 2 does not
