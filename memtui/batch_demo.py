@@ -28,7 +28,9 @@ def apply_demo_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
     from memtui.engine.demo.runner import demo_spec_fields
 
     for k, v in demo_spec_fields(args.out).items():
-        if data.get(k) in (None, "", False):
+        if k == "options":
+            data["options"] = {**v, **(data.get("options") or {})}
+        elif data.get(k) in (None, "", False):
             data[k] = v
     data.setdefault("method", "ddim")  # nearly lossless at 32x32 and fast; --method renoise for the paper's
 

@@ -31,10 +31,11 @@ def ensure_demo_data(run_dir: str | Path, n_per_set: int = N_PER_SET, seed: int 
 
 
 def demo_spec_fields(run_dir: str | Path) -> dict[str, Any]:
-    """Spec fields of a demo run (datasets drawn first): base, ablated, erased, reference, demo."""
+    """Spec fields of a demo run (datasets drawn first): base, ablated, erased, reference, demo, and
+    ``options.concept`` (the erased concept, which names the run in reports)."""
     erased, reference = ensure_demo_data(run_dir)
     return {"base": str(base_dir()), "ablated": str(erased_path()), "erased": str(erased.resolve()),
-            "reference": str(reference.resolve()), "demo": True}
+            "reference": str(reference.resolve()), "demo": True, "options": {"concept": DEMO_CONCEPT}}
 
 
 def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | None = None,

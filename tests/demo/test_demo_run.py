@@ -34,6 +34,7 @@ def test_reduced_demo_run(tmp_path, capsys) -> None:
     summary = json.loads((out / "summary.json").read_text())
     spec = json.loads((out / "spec.json").read_text())
     assert spec["demo"] is True and spec["ablated"] == str(erased_path())
+    assert spec["options"]["concept"] == "circle"  # names the run in reports (not the folder "erased")
     assert len(list((out / "data" / "erased" / "imgs").glob("*.png"))) >= 32
     with open(out / "data" / "reference" / "captions.csv") as f:
         assert len(list(csv.DictReader(f))) >= 32
