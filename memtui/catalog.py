@@ -134,6 +134,23 @@ def scan_checkpoints(roots: list[str], hf_cache: bool = True, detect: bool = Tru
     return out
 
 
+def builtin_checkpoints(detect: bool = True) -> list[Entry]:
+    """The demo world's shipped base model and its erased twin (source "built-in"); [] when the
+    package was built without them."""
+    from memtui import launch
+
+    if not launch.demo_available():
+        return []
+    from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path
+
+    out = []
+    for name, p in (("demo base", base_dir()), (f"demo erased {DEMO_CONCEPT}", erased_path())):
+        if p.exists():
+            out.append(Entry(name, p, checkpoint_kind(p) if detect else "?", human_size(tree_size(p)),
+                             str(p.parent), "built-in"))
+    return out
+
+
 def cached_repo_ids() -> set[str]:
     """Model repo ids in the local HF cache (for validating a base given as an id)."""
     try:
@@ -163,6 +180,28 @@ def dataset_layout(path: Path) -> tuple[str | None, list[Path]]:
         return None, []
     folder = {"official": path / "imgs", "coco": path / "val2017"}.get(layout, path)
     return layout, list_images(folder)
+
+
+def builtin_datasets(data_dir: Path | None = None) -> list[Entry]:
+    """The demo world's erased and reference sets, once drawn (by the New-run screen's demo
+    defaults) into ``data_dir`` (default ``<user data dir>/memtui/demo-data``); source "built-in"."""
+    from memtui import launch
+
+    if not launch.demo_available():
+        return []
+    if data_dir is None:
+        from platformdirs import user_data_path
+
+        data_dir = user_data_path("memtui", appauthor=False) / "demo-data"
+    out = []
+    for sub in ("erased", "reference"):
+        p = Path(data_dir) / sub
+        if p.is_dir():
+            layout, images = dataset_layout(p)
+            if layout:
+                out.append(Entry(f"demo {sub}", p, layout, f"{len(images)} images", str(p.parent),
+                                 "built-in", {"images": images}))
+    return out
 
 
 def scan_datasets(roots: list[str]) -> list[Entry]:

@@ -112,11 +112,12 @@ class BrowseScreen(Screen):
     def scan_assets(self) -> None:
         cfg = self.app.cfg
         self.scanned_roots = self.roots()
-        self.post_message(Scanned("datasets", catalog.scan_datasets(cfg.dataset_roots)))
-        quick = catalog.scan_checkpoints(cfg.checkpoint_roots, detect=False)
+        self.post_message(Scanned("datasets", catalog.scan_datasets(cfg.dataset_roots) + catalog.builtin_datasets()))
+        quick = catalog.scan_checkpoints(cfg.checkpoint_roots, detect=False) + catalog.builtin_checkpoints(detect=False)
         self.post_message(Scanned("checkpoints", quick))
         if quick:
-            self.post_message(Scanned("checkpoints", catalog.scan_checkpoints(cfg.checkpoint_roots)))
+            self.post_message(Scanned("checkpoints", catalog.scan_checkpoints(cfg.checkpoint_roots)
+                                      + catalog.builtin_checkpoints()))
 
     @on(Scanned)
     def show_scan(self, msg: Scanned) -> None:

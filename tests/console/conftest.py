@@ -42,5 +42,7 @@ def _no_demo_defaults(request, monkeypatch):
 
 
 @pytest.fixture
-def demo_allowed() -> None:
-    """Let the console offer the installed demo world (see ``_no_demo_defaults``)."""
+def demo_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the console offer the installed demo world (see ``_no_demo_defaults``); the demo datasets
+    it draws go to a temporary user data dir, not the real one."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -224,3 +225,15 @@ async def test_new_run_offers_the_demo_when_nothing_is_configured(config, demo_a
         await pilot.press("f2")
         await settle(pilot)
         assert "ready to launch" in plain(app.screen.query_one("#problems"))
+        assert str(Path(values["erased"])).startswith(os.environ["XDG_DATA_HOME"])
+        # back on Browse, a refresh lists the shipped checkpoints and the drawn demo datasets
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot, rounds=4)
+        ckpts = {e.name: e for e in app.screen.entries["checkpoints"]}
+        assert ckpts["demo base"].kind == "pipeline" and ckpts["demo base"].source == "built-in"
+        assert ckpts["demo erased circle"].kind == "unet_partial"
+        sets = {e.name: e for e in app.screen.entries["datasets"]}
+        assert (sets["demo erased"].kind, sets["demo erased"].size) == ("official", "32 images")
+        assert (sets["demo reference"].kind, sets["demo reference"].size) == ("captions", "32 images")
