@@ -18,7 +18,8 @@ from scipy import stats
 LN_2PI = math.log(2.0 * math.pi)
 
 __all__ = [
-    "psnr", "psnr_batch", "nll", "nll_law", "nll_law_pdf", "emd_w2_gaussian", "emd_w2_to_law", "emd_to_normal", "emd_between",
+    "psnr", "psnr_batch", "nll", "nll_law", "nll_law_pdf", "emd_w2_gaussian", "emd_w2_to_law",
+    "emd_to_normal", "emd_between",
     "w1_empirical", "w1_to_law", "normal_reference", "relative_distance", "pairwise_distances",
     "offdiag_stats", "distances_to", "coefficient_of_variation", "summarize",
 ]
@@ -155,7 +156,7 @@ def emd_to_normal(x: Any, normal: Mapping[str, Any], metric: Literal["w2", "w1"]
     official squared W2 of fitted Gaussians (nats²); ``w1`` the empirical W1 (nats) to the exact law
     (``w1_to_law``) or, when ``normal`` holds ``samples``, to those samples. nan for an empty set."""
     if metric == "w2":
-        return emd_w2_to_law(x, normal["mean"], normal["std"]) if _finite_1d(x).size else math.nan
+        return emd_w2_to_law(x, normal["mean"], normal["std"])
     if metric == "w1":
         samples = normal.get("samples")
         return w1_to_law(x, int(normal["d"])) if samples is None else w1_empirical(x, samples)

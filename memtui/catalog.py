@@ -143,12 +143,9 @@ def builtin_checkpoints(detect: bool = True) -> list[Entry]:
         return []
     from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path
 
-    out = []
-    for name, p in (("demo base", base_dir()), (f"demo erased {DEMO_CONCEPT}", erased_path())):
-        if p.exists():
-            out.append(Entry(name, p, checkpoint_kind(p) if detect else "?", human_size(tree_size(p)),
-                             str(p.parent), "built-in"))
-    return out
+    return [Entry(name, p, checkpoint_kind(p) if detect else "?", human_size(tree_size(p)), str(p.parent),
+                  "built-in")
+            for name, p in (("demo base", base_dir()), (f"demo erased {DEMO_CONCEPT}", erased_path()))]
 
 
 def cached_repo_ids() -> set[str]:
@@ -184,18 +181,14 @@ def dataset_layout(path: Path) -> tuple[str | None, list[Path]]:
 
 def builtin_datasets(data_dir: Path | None = None) -> list[Entry]:
     """The demo world's erased and reference sets, once drawn (by the New-run screen's demo
-    defaults) into ``data_dir`` (default ``<user data dir>/memtui/demo-data``); source "built-in"."""
+    defaults) into ``data_dir`` (default ``launch.demo_data_dir()``); source "built-in"."""
     from memtui import launch
 
     if not launch.demo_available():
         return []
-    if data_dir is None:
-        from platformdirs import user_data_path
-
-        data_dir = user_data_path("memtui", appauthor=False) / "demo-data"
     out = []
     for sub in ("erased", "reference"):
-        p = Path(data_dir) / sub
+        p = Path(data_dir or launch.demo_data_dir()) / sub
         if p.is_dir():
             layout, images = dataset_layout(p)
             if layout:

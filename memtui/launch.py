@@ -156,17 +156,22 @@ def demo_available() -> bool:
     return (base_dir() / "model_index.json").exists() and erased_path().exists()
 
 
+def demo_data_dir() -> Path:
+    """Where the console draws the demo world's datasets: ``<user data dir>/memtui/demo-data``."""
+    from platformdirs import user_data_path
+
+    return user_data_path("memtui", appauthor=False) / "demo-data"
+
+
 def demo_defaults(data_dir: Path | None = None) -> dict[str, str]:
     """Form defaults for the built-in demo world (base model, its ESD-erased twin, and its two
     datasets, drawn once into ``data_dir``, default ``<user data dir>/memtui/demo-data``); {} when
     the demo is not shipped."""
     if not demo_available():
         return {}
-    from platformdirs import user_data_path
-
     from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path, write_demo_datasets
 
-    data_dir = Path(data_dir) if data_dir else user_data_path("memtui", appauthor=False) / "demo-data"
+    data_dir = Path(data_dir) if data_dir else demo_data_dir()
     erased, reference = data_dir / "erased", data_dir / "reference"
     if not ((erased / "prompts.csv").exists() and (reference / "captions.csv").exists()):
         try:

@@ -20,10 +20,10 @@ import torch
 from .. import metrics
 from ..decoder_inversion import is_cancelled
 from ..images import to_uint8
-from .lifecycle import load_run_model, run_locked
 from ..runstore import RunDir
 from ..spec import RunSpec
 from .concept import is_oom, resolve_device
+from .lifecycle import load_run_model, run_locked
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 

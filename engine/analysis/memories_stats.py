@@ -65,7 +65,7 @@ def group_figures(recs: Sequence[Mapping[str, Any]], seeds: np.ndarray | None,
         "psnr": metrics.summarize(_field(recs, "psnr")),
         "psnr_decoder": metrics.summarize(_field(recs, "psnr_decoder")),
         "nll": metrics.summarize(nll),
-        "emd_normal": metrics.emd_to_normal(nll, normal, metric) if np.isfinite(nll).any() else math.nan,
+        "emd_normal": metrics.emd_to_normal(nll, normal, metric),
     }
     if seeds is not None and len(seeds) >= 2:
         euc, cos = metrics.pairwise_distances(seeds)
@@ -106,8 +106,7 @@ def target_figures(target_rec: Mapping[str, Any] | None, target_seed: np.ndarray
         "control": ctl,
         "cv": mem["cv"],
         "emd": {"memory_normal": mem["emd_normal"], "control_normal": ctl["emd_normal"],
-                "memory_control": (metrics.emd_between(m_nll, c_nll, metric)
-                                   if np.isfinite(m_nll).any() and np.isfinite(c_nll).any() else math.nan)},
+                "memory_control": metrics.emd_between(m_nll, c_nll, metric)},
         "support_ids": [r.get("support_id") for r in memory_recs],
     })
 
@@ -150,6 +149,5 @@ def average_figures(per_target: Mapping[str, Mapping[str, Any]], memory_recs: Se
         "emd_memory_normal": over("emd", "memory_normal"),
         "emd_control_normal": over("emd", "control_normal"),
         "emd_memory_control": over("emd", "memory_control"),
-        "emd_memory_normal_pooled": (metrics.emd_to_normal(m_nll, normal, metric)
-                                     if np.isfinite(m_nll).any() else math.nan),
+        "emd_memory_normal_pooled": metrics.emd_to_normal(m_nll, normal, metric),
     })

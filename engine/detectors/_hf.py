@@ -3,8 +3,8 @@ offline (``local_files_only``), a clear :class:`DetectorError` for a missing or 
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
