@@ -13,9 +13,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .pipeline import SDPipeline
-from .schedule import SD14_DDIM_CONFIG
-from .tokenizer import build_word_tokenizer
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.schedule import SD14_DDIM_CONFIG
+from memtui.engine.model.tokenizer import build_word_tokenizer
 
 TINY_WORDS = ("a", "photo", "of", "red", "blue", "green", "circle", "square", "triangle", "star",
               "church", "dog", "cat", "on", "the", "with", "nude", "person", "painting", "van", "gogh")

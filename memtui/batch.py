@@ -29,8 +29,8 @@ def _err(msg: str) -> None:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The RunSpec to run: ``--spec`` file (else the run directory's stored spec, if any) with the
     given flags on top. Raises SpecError."""
-    from memtui.engine.runstore import RunDir
-    from memtui.engine.spec import RunSpec, read_spec_file
+    from memtui.engine.runs.store import RunDir
+    from memtui.engine.runs.spec import RunSpec, read_spec_file
 
     data: dict[str, Any] = {}
     if args.spec:
@@ -207,9 +207,9 @@ def _exit_code(summary: dict[str, Any]) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run ``args`` headless; returns the exit code (see ``memtui --help``)."""
-    from memtui.engine.datasets import DatasetError
-    from memtui.engine.runstore import RunDir, RunLockedError
-    from memtui.engine.spec import SpecError
+    from memtui.engine.data.datasets import DatasetError
+    from memtui.engine.runs.store import RunDir, RunLockedError
+    from memtui.engine.runs.spec import SpecError
 
     if getattr(args, "report", None):
         from .batch_evals import run_report
@@ -234,8 +234,8 @@ def run_batch(args: argparse.Namespace) -> int:
     elif mode == "restart":
         _err(f"restarting {rd.path} (old contents moved to .old-*/)")
 
-    from memtui.engine import analysis
-    from memtui.engine.loading import LoadingError
+    from memtui.engine import analyses
+    from memtui.engine.model.loading import LoadingError
 
     cancel = threading.Event()
     reporter = Reporter()
@@ -246,7 +246,7 @@ def run_batch(args: argparse.Namespace) -> int:
             from .batch_demo import after_run, before_run
 
             before_run(spec, rd)
-            summary = analysis.run(spec, rd, progress=reporter, cancel=cancel)
+            summary = analyses.run(spec, rd, progress=reporter, cancel=cancel)
             summary = after_run(args, spec, rd, summary, cancel)
     except KeyboardInterrupt:
         reporter.close()

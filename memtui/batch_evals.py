@@ -49,7 +49,7 @@ def apply_eval_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
             opts[name] = v
     if getattr(args, "detectors", None):
         from memtui.engine.detectors.config import parse_detectors
-        from memtui.engine.spec import SpecError
+        from memtui.engine.runs.spec import SpecError
 
         try:
             entries = parse_detectors(args.detectors)

@@ -1,5 +1,5 @@
 """Flags and final printout of the image-level analyses (``--analysis memories`` / ``scramble``) for
-``memtui --batch``. The flags fill ``spec.options`` (see ``memtui.engine.analysis.memories`` and
+``memtui --batch``. The flags fill ``spec.options`` (see ``memtui.engine.compute.memories`` and
 ``.scramble``); only flags actually given override a spec file or a stored run's spec. Never imports
 torch at import time.
 """

@@ -53,10 +53,10 @@ def tree_size(path: Path) -> int:
 # ----------------------------------------------------------------------------- checkpoints
 def _inspect_fn():
     try:
-        from memtui.engine.loading import inspect_checkpoint
+        from memtui.engine.model.loading import inspect_checkpoint
     except ImportError:
         try:
-            from memtui.engine.loading.detect import inspect_checkpoint
+            from memtui.engine.model.loading.detect import inspect_checkpoint
         except ImportError:
             return None
     return inspect_checkpoint
@@ -168,7 +168,7 @@ def list_images(folder: Path) -> list[Path]:
 def dataset_layout(path: Path) -> tuple[str | None, list[Path]]:
     """(layout, images) of a dataset folder from the runs engine's ``detect_layout`` ("official",
     "coco", "captions"), or (None, []) when it recognises none."""
-    from memtui.engine.datasets import DatasetError, detect_layout
+    from memtui.engine.data.datasets import DatasetError, detect_layout
 
     path = Path(path)
     try:

@@ -6,7 +6,7 @@ A run executes in its own process and session (``python -m memtui --batch --spec
 disconnect. The console only *reads* the run directory (format: ``docs/run-format.md``); its pid is
 kept in ``RUN/console.pid`` (until the runner takes its ``run.pid`` lock) so a later console can
 show it live again and cancel it (SIGINT to the process group; the batch runner records a ``cancelled`` event and leaves a resumable directory).
-Status, progress and summary come from ``memtui.engine.runstore.RunDir``. Nothing here imports
+Status, progress and summary come from ``memtui.engine.runs.store.RunDir``. Nothing here imports
 torch or Textual.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memtui.engine.runstore import RunDir, parse_jsonl
+from memtui.engine.runs.store import RunDir, parse_jsonl
 
 PID_FILE = "console.pid"
 LOG_FILE = "console.log"

@@ -96,7 +96,7 @@ def validate(spec: dict[str, Any], name: str, runs_dir: Path, detect: bool = Tru
             problems.append(f"The {label} {value!r} is not a folder.")
             continue
         try:
-            from memtui.engine.datasets import detect_layout
+            from memtui.engine.data.datasets import detect_layout
 
             layout = detect_layout(p)
         except ValueError as exc:
@@ -119,7 +119,7 @@ def validate(spec: dict[str, Any], name: str, runs_dir: Path, detect: bool = Tru
 
 def engine_check(spec: dict[str, Any]) -> list[str]:
     """The runs engine's own problems with the spec (``RunSpec.problems()``)."""
-    from memtui.engine.spec import RunSpec, SpecError
+    from memtui.engine.runs.spec import RunSpec, SpecError
 
     try:
         return RunSpec.from_dict(dict(spec), validate=False).problems()

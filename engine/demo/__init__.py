@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..pipeline import SDPipeline
+    from memtui.engine.model.pipeline import SDPipeline
 
 DEMO_CONCEPT = "circle"
 SHAPES = ("circle", "square", "triangle", "star")
@@ -38,7 +38,7 @@ def erased_path(concept: str = DEMO_CONCEPT) -> Path:
 def load_demo(which: str = "base", device: str = "cpu", precision: str = "fp32") -> "SDPipeline":
     """The demo base model (``"base"``) or its twin with ``DEMO_CONCEPT`` erased (``"erased"``),
     loaded through the same loader as Stable Diffusion 1.4."""
-    from ..loading import load_ablated, load_base
+    from memtui.engine.model.loading import load_ablated, load_base
 
     if which not in ("base", "erased"):
         raise ValueError(f"which must be 'base' or 'erased', got {which!r}")
@@ -56,7 +56,7 @@ def write_demo_datasets(out_dir: str | Path, n_per_set: int = 32, seed: int = 0,
     Returns ``(erased_dir, reference_dir)``."""
     from PIL import Image
 
-    from .world import SHAPES as ALL, generate
+    from memtui.engine.demo.world import SHAPES as ALL, generate
 
     out = Path(out_dir)
     erased, reference = out / "erased", out / "reference"

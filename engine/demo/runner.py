@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import DEMO_CONCEPT, base_dir, demo_dir, erased_path, write_demo_datasets
+from memtui.engine.demo import DEMO_CONCEPT, base_dir, demo_dir, erased_path, write_demo_datasets
 
 DATA_SUBDIR = "data"
 N_PER_SET = 32
@@ -46,11 +46,11 @@ def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | Non
     Skipped (summary returned as is) when the summary already holds a prompt test with the same n."""
     import torch
 
-    from ..analysis.concept import resolve_device
-    from ..analysis.prompt_test import prompt_test
-    from ..detectors.demo import load as load_detector
-    from ..loading import load_ablated, load_base
-    from ..runstore import RunDir
+    from memtui.engine.compute.concept import resolve_device
+    from memtui.engine.compute.prompt_test import prompt_test
+    from memtui.engine.detectors.demo import load as load_detector
+    from memtui.engine.model.loading import load_ablated, load_base
+    from memtui.engine.runs.store import RunDir
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     summary = rd.read_summary() or {}

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..pipeline import SDPipeline
-from ..schedule import timesteps
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.schedule import timesteps
 
 
 def seed_noise(pipe: SDPipeline, n: int, seed: int) -> torch.Tensor:

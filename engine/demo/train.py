@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..detectors.demo import ShapeNet, DemoDetector, save as save_classifier
-from ..pipeline import SDPipeline
-from ..schedule import SD14_DDIM_CONFIG
-from ..testkit import save_pipeline
-from ..tokenizer import build_word_tokenizer
-from .world import SHAPES, WORDS, generate
+from memtui.engine.detectors.demo import ShapeNet, DemoDetector, save as save_classifier
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.schedule import SD14_DDIM_CONFIG
+from memtui.engine.testkit import save_pipeline
+from memtui.engine.model.tokenizer import build_word_tokenizer
+from memtui.engine.demo.world import SHAPES, WORDS, generate
 
 STAGES = ("vae", "classifier", "unet", "esd")
 DEFAULTS: dict[str, Any] = {
@@ -174,7 +174,7 @@ def stage_classifier(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any
 def prompt_rates(pipe: SDPipeline, det: DemoDetector, n: int, steps: int, guidance: float,
                  seed: int) -> dict[str, dict[str, float]]:
     """For each shape prompt "a <shape>": fraction of ``n`` samples classified as each shape."""
-    from .sampling import generate_images
+    from memtui.engine.demo.sampling import generate_images
 
     rates = {}
     for s in SHAPES:
@@ -185,8 +185,8 @@ def prompt_rates(pipe: SDPipeline, det: DemoDetector, n: int, steps: int, guidan
 
 
 def stage_unet(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    from .. import detectors  # noqa: F401  (registry import check)
-    from ..detectors.demo import load as load_det
+    from memtui.engine import detectors  # noqa: F401  (registry import check)
+    from memtui.engine.detectors.demo import load as load_det
 
     torch.manual_seed(seed + 2)
     vae = AutoencoderKL.from_pretrained(out / "stage_vae").eval().requires_grad_(False)
@@ -254,7 +254,7 @@ def stage_unet(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_ac() -> np.ndarray:
-    from ..schedule import make_ddim
+    from memtui.engine.model.schedule import make_ddim
 
     return make_ddim(SD14_DDIM_CONFIG).alphas_cumprod.float().numpy()
 
@@ -278,8 +278,8 @@ def load_stage_pipeline(folder: Path) -> SDPipeline:
 def stage_esd(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from ..detectors.demo import load as load_det
-    from ..esd import esd_erase
+    from memtui.engine.detectors.demo import load as load_det
+    from memtui.engine.erasure.esd import esd_erase
 
     t0 = time.time()
     pipe = load_stage_pipeline(out / "ship" / "base")

@@ -15,7 +15,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .base import Detection, Detector, DetectorError
+from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
 DETECTOR_KINDS: dict[str, str] = {
     "demo": ".demo:load",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import DetectorError
+from memtui.engine.detectors.base import DetectorError
 
 
 def check_folder(kind: str, path: str | Path | None) -> Path:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._hf import check_folder, load_pretrained, pick_device, release
-from .base import Detection, Detector, DetectorError
+from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release
+from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
 DEFAULT_THRESHOLD = 0.25
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import DETECTOR_KINDS
+from memtui.engine.detectors import DETECTOR_KINDS
 
 DEFAULT_CONCEPTS = {"nudenet": "nudity", "style": "vincent-van-gogh"}
 NEEDS_PATH = ("nudenet", "imagenet", "style", "clip")

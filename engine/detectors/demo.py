@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .base import Detector, DetectorError
+from memtui.engine.detectors.base import Detector, DetectorError
 
 WEIGHTS = "classifier.safetensors"
 CONFIG = "classifier.json"
@@ -105,7 +105,7 @@ def load(path: str | Path | None = None, **opts: Any) -> DemoDetector:
     from safetensors.torch import load_file
 
     if path is None:
-        from ..demo import demo_dir
+        from memtui.engine.demo import demo_dir
 
         path = demo_dir()
     path = Path(path)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
-from .base import Detection, Detector, DetectorError
+from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
+from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
 IMAGENET_CLASSES: dict[str, int] = {
     "tench": 0, "english springer": 217, "cassette player": 482, "chain saw": 491, "church": 497,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .base import Detection, Detector, DetectorError
+from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
 NUDENET_V3_LABELS: tuple[str, ...] = (
     "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",

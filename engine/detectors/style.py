@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
-from .base import Detection, Detector, DetectorError
+from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
+from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
 DEFAULT_STYLE = "vincent-van-gogh"
 DEFAULT_TOP_K = 10

@@ -2,11 +2,11 @@
 null-text inversion (paper and official modes), plus the one-call API used by the run layer."""
 from __future__ import annotations
 
-from .api import InversionConfig, InversionOutput, decode, invert_images, invert_latents
-from .ddim import (ddim_invert, ddim_move, ddim_sample, ddim_trajectory, ddim_trajectory_t1, empty_embedding,
+from memtui.engine.inversion.api import InversionConfig, InversionOutput, decode, invert_images, invert_latents
+from memtui.engine.inversion.ddim import (ddim_invert, ddim_move, ddim_sample, ddim_trajectory, ddim_trajectory_t1, empty_embedding,
                    guided_eps)
-from .nti import NTIResult, nti_invert
-from .renoise import (RenoiseConfig, autocorr_loss, draw_rolls, patch_kl, regularize, renoise_invert,
+from memtui.engine.inversion.nti import NTIResult, nti_invert
+from memtui.engine.inversion.renoise import (RenoiseConfig, autocorr_loss, draw_rolls, patch_kl, regularize, renoise_invert,
                       renoise_step)
 
 __all__ = [

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from ..pipeline import SDPipeline
-from .ddim import ddim_invert, ddim_sample, empty_embedding
-from .nti import nti_invert
-from .renoise import RenoiseConfig, default_generators, renoise_invert
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.inversion.ddim import ddim_invert, ddim_sample, empty_embedding
+from memtui.engine.inversion.nti import nti_invert
+from memtui.engine.inversion.renoise import RenoiseConfig, default_generators, renoise_invert
 
 Progress = Callable[[int, int], None]
 METHODS = ("ddim", "renoise", "nti")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMScheduler
 
-from ..pipeline import SDPipeline
-from ..schedule import alpha_prev, timesteps
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.schedule import alpha_prev, timesteps
 
 Progress = Callable[[int, int], None]
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..pipeline import SDPipeline
-from .ddim import (Progress, _check, alpha, alpha_before, ddim_move, ddim_trajectory, ddim_trajectory_t1,
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.inversion.ddim import (Progress, _check, alpha, alpha_before, ddim_move, ddim_trajectory, ddim_trajectory_t1,
                    empty_embedding, schedule)
 
 

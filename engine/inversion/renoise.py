@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from ..pipeline import SDPipeline
-from .ddim import Progress, _check, alpha, alpha_before, ddim_move, schedule
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.inversion.ddim import Progress, _check, alpha, alpha_before, ddim_move, schedule
 
 OFFICIAL_SEED = 42
 

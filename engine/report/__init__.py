@@ -2,6 +2,6 @@
 + CSV files of every number. Entry point: :func:`write_report`."""
 from __future__ import annotations
 
-from .write import write_report
+from memtui.engine.report.write import write_report
 
 __all__ = ["write_report"]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors.config import run_concept_name
-from ..runstore import RunDir
+from memtui.engine.detectors.config import run_concept_name
+from memtui.engine.runs.store import RunDir
 
 MEMORY_SETS = ("memory", "target", "control")
 ITEM_SKIP = ("detections", "error")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
-from .collect import RunData, values
+from memtui.engine import metrics
+from memtui.engine.report.collect import RunData, values
 
 COLORS = {"erased": "#d62728", "reference": "#1f77b4", "normal": "#2ca02c", "memory": "#9467bd",
           "control": "#7f7f7f", "target": "#ff7f0e"}

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import safe_id
-from . import figures as F
-from .collect import RunData, item_rows, load_run, run_row
+from memtui.engine.data.datasets import safe_id
+from memtui.engine.report import figures as F
+from memtui.engine.report.collect import RunData, item_rows, load_run, run_row
 
 __all__ = ["write_report"]
 

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from memtui.engine.esd import esd_erase, esd_param_names
+from memtui.engine.erasure.esd import esd_erase, esd_param_names
 from memtui.engine.testkit import tiny_pipeline
 
 

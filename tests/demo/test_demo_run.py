@@ -14,7 +14,7 @@ from memtui.engine.detectors import load_detector
 
 
 def test_write_demo_datasets_layouts(tmp_path) -> None:
-    from memtui.engine.datasets import detect_layout, read_dataset
+    from memtui.engine.data.datasets import detect_layout, read_dataset
 
     e, r = write_demo_datasets(tmp_path, n_per_set=6, seed=3)
     assert detect_layout(e) == "official" and detect_layout(r) == "captions"

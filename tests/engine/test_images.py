@@ -1,4 +1,4 @@
-"""memtui.engine.images: mode conversion by pixel values, errors, preprocessing round trip, atomic PNGs."""
+"""memtui.engine.data.images: mode conversion by pixel values, errors, preprocessing round trip, atomic PNGs."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from memtui.engine.images import (ImageError, load_image, preprocess, preprocess_batch, save_png,
+from memtui.engine.data.images import (ImageError, load_image, preprocess, preprocess_batch, save_png,
                                   tensor_to_pil, to_uint8)
 
 

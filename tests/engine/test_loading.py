@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from memtui.engine import testkit as tk
-from memtui.engine.loading import CheckpointKind, ModelNotFoundError, detect_kind, load_ablated, load_base
+from memtui.engine.model.loading import CheckpointKind, ModelNotFoundError, detect_kind, load_ablated, load_base
 
 XATTN_KV = r"attn2\.to_[kv]\.weight$"
 PROMPTS = ["a photo of a red circle", "van gogh painting of a church"]
@@ -150,7 +150,7 @@ def test_ablated_text_encoder_subfolder_from_local_hf_cache(fresh, tiny_pipe, tm
     with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
         load_ablated(fresh, "memtui-test/advunlearn/dog_unlearned")
     # a run spec naming the cached subfolder validates; a missing one is named in words
-    from memtui.engine.spec import RunSpec
+    from memtui.engine.runs.spec import RunSpec
 
     spec = RunSpec(base=str(tmp_path), erased=str(tmp_path), reference=str(tmp_path),
                    ablated="memtui-test/advunlearn/nudity_unlearned")
@@ -257,7 +257,7 @@ def test_compvis_names_of_the_full_sd14_layout():
     ones real SD 1.x .ckpt files use, and diffusers' converter maps all 686 back one to one."""
     from diffusers import UNet2DConditionModel
 
-    from memtui.engine.loading.compvis import convert_unet
+    from memtui.engine.model.loading.compvis import convert_unet
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD14_UNET)

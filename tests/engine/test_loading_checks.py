@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from memtui.engine import testkit as tk
-from memtui.engine.loading import (CheckpointKind, CheckpointMismatchError, UnsafeCheckpointError,
+from memtui.engine.model.loading import (CheckpointKind, CheckpointMismatchError, UnsafeCheckpointError,
                                    UnsupportedCheckpointError, detect_kind, inspect_checkpoint,
                                    load_ablated, load_base, load_file)
 

@@ -113,7 +113,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     from memtui.engine.testkit import TINY_WORDS
-    from memtui.engine.tokenizer import build_word_tokenizer
+    from memtui.engine.model.tokenizer import build_word_tokenizer
 
     tok = build_word_tokenizer(TINY_WORDS)
     vocab = tok.get_vocab()
@@ -147,7 +147,7 @@ PROMPTS_CSV = (
 
 
 def generate_spec(base: Path, prompts: Path, **options):
-    from memtui.engine.spec import RunSpec
+    from memtui.engine.runs.spec import RunSpec
 
     return RunSpec(analysis="generate", base=str(base), batch_size=2, device="cpu",
                    options={"prompts": str(prompts), "steps": GEN_STEPS, **options})
@@ -163,7 +163,7 @@ def prompts_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def generated_set(tiny_pipe_dir: Path, prompts_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generate run of PROMPTS_CSV (5 rows, 4 LMS steps) on the tiny pipeline, uninterrupted."""
-    from memtui.engine.analysis import run
+    from memtui.engine.analyses import run
 
     out = tmp_path_factory.mktemp("gen") / "church"
     run(generate_spec(tiny_pipe_dir, prompts_csv), out)

@@ -22,7 +22,7 @@ def test_lms_sampling_equals_diffusers_pipeline(tiny_pipe) -> None:
     import torch
     from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
 
-    from memtui.engine.sampling import sample
+    from memtui.engine.diffusion.samplers import sample
 
     # the official generation's scheduler, spelled out independently of memtui
     sched = LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -42,8 +42,8 @@ def test_lms_sampling_equals_diffusers_pipeline(tiny_pipe) -> None:
 
 
 def test_generated_set_layout_and_per_row_seed_and_guidance(generated_set: Path, tiny_pipe, prompts_csv) -> None:
-    from memtui.engine.datasets import read_dataset
-    from memtui.engine.sampling import sample
+    from memtui.engine.data.datasets import read_dataset
+    from memtui.engine.diffusion.samplers import sample
 
     imgs = generated_set / "imgs"
     assert sorted(p.name for p in imgs.iterdir()) == [f"{c}_0.png" for c in range(5)]
@@ -62,7 +62,7 @@ def test_generated_set_layout_and_per_row_seed_and_guidance(generated_set: Path,
 
 
 def test_generation_resumes_without_regenerating(generated_set: Path, tiny_pipe_dir, prompts_csv, tmp_path) -> None:
-    from memtui.engine.analysis import run
+    from memtui.engine.analyses import run
 
     out = tmp_path / "resumed"
     cancel = threading.Event()
@@ -86,8 +86,8 @@ def test_generation_resumes_without_regenerating(generated_set: Path, tiny_pipe_
 
 
 def test_bad_rows_become_error_items_and_k_images(tiny_pipe_dir, tmp_path) -> None:
-    from memtui.engine.analysis import run
-    from memtui.engine.analysis.generate import read_prompt_csv
+    from memtui.engine.analyses import run
+    from memtui.engine.compute.generate import read_prompt_csv
 
     csv = tmp_path / "p.csv"
     csv.write_text("case_number,prompt,evaluation_seed,evaluation_guidance,sd_image_height,sd_image_width\n"
@@ -112,8 +112,8 @@ def test_bad_rows_become_error_items_and_k_images(tiny_pipe_dir, tmp_path) -> No
 
 
 def test_missing_detector_or_prompts_refused_before_the_run(tiny_pipe_dir, prompts_csv, tmp_path) -> None:
-    from memtui.engine.analysis import run
-    from memtui.engine.spec import RunSpec, SpecError
+    from memtui.engine.analyses import run
+    from memtui.engine.runs.spec import RunSpec, SpecError
 
     spec = generate_spec(tiny_pipe_dir, prompts_csv, detectors="nudenet:/no/such/320n.onnx")
     with pytest.raises(SpecError, match="nudenet detector file not found: /no/such/320n.onnx"):
@@ -130,9 +130,9 @@ def test_missing_detector_or_prompts_refused_before_the_run(tiny_pipe_dir, promp
 
 
 def test_generate_on_the_demo_model_with_its_classifier(tmp_path) -> None:
-    from memtui.engine.analysis import run
+    from memtui.engine.analyses import run
     from memtui.engine.demo import base_dir
-    from memtui.engine.spec import RunSpec
+    from memtui.engine.runs.spec import RunSpec
 
     if not (base_dir() / "model_index.json").is_file():
         pytest.skip("the demo weights are not built in this checkout (python -m memtui.engine.demo.train)")

@@ -41,7 +41,7 @@ def test_detectors_join_records_and_summary(concept_runs, imagenet_dirs) -> None
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from memtui.engine.detectors.apply import apply_detectors
+    from memtui.engine.compute.detect import apply_detectors
 
     run = concept_runs[0]
     recs = _records(run)
@@ -120,8 +120,8 @@ def test_report_of_a_memories_run(tmp_path) -> None:
     from safetensors.torch import save_file
 
     from memtui.engine.report import write_report
-    from memtui.engine.runstore import RunDir
-    from memtui.engine.spec import RunSpec
+    from memtui.engine.runs.store import RunDir
+    from memtui.engine.runs.spec import RunSpec
 
     rd = RunDir.create(tmp_path / "mem", RunSpec(analysis="memories", base="x"))
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from memtui.engine.decoder_inversion import (DecoderInversionCancelled, decoder_invert,
+from memtui.engine.inversion.decoder import (DecoderInversionCancelled, decoder_invert,
                                              encoder_mean)
 
 

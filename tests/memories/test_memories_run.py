@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from memtui.engine.analysis import run
-from memtui.engine.spec import RunSpec
+from memtui.engine.analyses import run
+from memtui.engine.runs.spec import RunSpec
 
 
 def _spec(d: dict, **kw) -> RunSpec:
@@ -105,8 +105,8 @@ def test_summary_distances_and_cv_match_numpy(full_run) -> None:
 
 
 def test_sib_wiring_matches_separate_decoder_inversions(full_run, tiny_pipe) -> None:
-    from memtui.engine.decoder_inversion import decoder_invert, encoder_mean
-    from memtui.engine.images import load_image, preprocess
+    from memtui.engine.inversion.decoder import decoder_invert, encoder_mean
+    from memtui.engine.data.images import load_image, preprocess
 
     out, _ = full_run
     recs = {r["item_id"]: r for r in _records(out)}

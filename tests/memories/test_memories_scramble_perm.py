@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from memtui.engine.scramble import (check_divisible, inverse_permutation, patch_permutation,
+from memtui.engine.data.patches import (check_divisible, inverse_permutation, patch_permutation,
                                     scramble, unscramble)
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memtui.engine.analysis import run
-from memtui.engine.scramble import patch_permutation, scramble, unscramble
-from memtui.engine.spec import RunSpec, SpecError
+from memtui.engine.analyses import run
+from memtui.engine.data.patches import patch_permutation, scramble, unscramble
+from memtui.engine.runs.spec import RunSpec, SpecError
 
 
 def _png(path) -> np.ndarray:

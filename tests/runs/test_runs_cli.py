@@ -8,7 +8,7 @@ import pytest
 
 from memtui.batch import spec_from_args
 from memtui.cli import build_parser, main
-from memtui.engine.runstore import RunDir
+from memtui.engine.runs.store import RunDir
 
 from .conftest import write_coco, write_official
 
@@ -84,7 +84,7 @@ def test_every_item_in_error_exits_1(tiny_pipe_dir, tmp_path, capsys) -> None:
 
 
 def test_cancelled_run_exits_130(tiny_pipe_dir, small, tmp_path, monkeypatch, capsys) -> None:
-    import memtui.engine.analysis as analysis
+    import memtui.engine.analyses as analysis
 
     real = analysis.run
 

@@ -20,9 +20,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from scipy.stats import norm
 
-from memtui.engine.analysis.concept import run_concept
-from memtui.engine.runstore import RunDir
-from memtui.engine.spec import RunSpec, SpecMismatchError
+from memtui.engine.compute.concept import run_concept
+from memtui.engine.runs.store import RunDir
+from memtui.engine.runs.spec import RunSpec, SpecMismatchError
 
 from .conftest import write_coco, write_official
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memtui.engine.datasets import DatasetError, detect_layout, read_dataset
-from memtui.engine.images import load_image, preprocess
+from memtui.engine.data.datasets import DatasetError, detect_layout, read_dataset
+from memtui.engine.data.images import load_image, preprocess
 
 from .conftest import smooth_rgb, write_coco, write_official
 

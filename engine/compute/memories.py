@@ -1,0 +1,365 @@
+"""The paper's image-level analysis (spec §2): "many memories of an ablated image" with the
+Sequential Inversion Block (SIB), as a resumable run.
+
+For the k-th target ``I_q`` (prompt ``c_q``) and its supports ``I_s1..I_sN`` (reference items
+``offset + stride·k … + N − 1``; official: offset 0, stride N = 10):
+
+1. decoder inversions, two batched Adam runs (``decoder_invert``; batched == separate runs):
+   ``z^q = DecInv(I_q; E_mu(I_q))`` and ``z^{s_i} = DecInv(I_si; E_mu(I_si))`` together (N+1 items),
+   then ``z^{s_i→q} = DecInv(I_q; z^{s_i})`` (N items);
+2. diffusion inversion + reconstruction of the target's own latent ``z^q`` (set ``target``) and of
+   each memory ``z^{s_i→q}`` (set ``memory``) with ``c_q``, and of each ``z^{s_i}`` with the
+   support's own caption (set ``control``). ``sib_path``: ``reencode`` (official: decode, clamp,
+   uint8, then the inversion's own encoding, for ReNoise a posterior sample with the item seed) or
+   ``direct`` (``s·z`` straight into diffusion inversion, the paper's figure).
+
+Records: ``psnr`` = PSNR(diffusion reconstruction, the image it should show: the target for target
+and memories, the support for controls), ``psnr_decoder`` (decoder-only reconstruction ``D(z)``),
+``nll`` of ``z_T``, ``target_id``, ``support_id``, ``decoder_loss``, and for memories
+``distance_to_target`` / ``cosine_to_target`` (to the target's own seed). Latents: ``z_0`` (scaled
+latent inverted), ``z_T``, ``z_vae`` (decoder-inverted unscaled latent). Images: ``query`` (target
+or support), ``recon``, ``decoded`` (decoder-only).
+
+Resume: finished items are skipped; a target whose items are all finished is skipped entirely. The
+decoder stage of a target is checkpointed in ``latents/<target_id>.decinv.safetensors`` once it
+completes, so an interruption during the diffusion stage does not redo it; an interruption *during*
+the decoder stage recomputes that target's decoder inversions from the start (deterministic).
+
+Options (``spec.options``): ``targets`` (list of erased-set indices; default the first
+``num_targets`` = ``max_items`` or 5), ``num_supports`` (10), ``support_offset`` (0),
+``support_stride`` (= num_supports), ``vae_steps`` (3000), ``vae_lr`` (0.01), ``loss_weights``
+([1, 0, 0]), ``sib_path`` (reencode | direct), ``decoder_chunk`` (items per decoder
+forward/backward; None = all). Demo runs (``spec.demo``) default to ``DEMO_DEFAULTS``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
+from memtui.engine.inversion.decoder import (DecoderInversionCancelled, DecoderInversionResult, decoder_invert,
+                                 encoder_mean)
+from memtui.engine.data.images import ImageError, load_image, preprocess, to_uint8
+from memtui.engine.runs.spec import SpecError
+from memtui.engine.compute.image_level import ItemRun, RunCancelled, run_item_analysis, uint8_to_tensor
+from memtui.engine.compute.memories_stats import average_figures, target_figures
+
+SIB_PATHS = ("reencode", "direct")
+# Defaults for runs on the demo world (``spec.demo``) where an option is not given, sized for a few
+# minutes on 2 CPU cores: 150-200 decoder steps at lr 0.1 reach about the PSNR of 300 steps at 0.03 or
+# >1000 at the official 0.01 on the demo VAE (measured on memories toward a demo target).
+DEMO_DEFAULTS: dict[str, Any] = {"num_targets": 3, "num_supports": 5, "vae_steps": 150, "vae_lr": 0.1}
+CV_DEFINITION = ("cv = population std / mean of the pairwise Euclidean distances (pairs i<j) among a "
+                 "target's memory seeds z_T; cv_to_target = std / mean of the memories' Euclidean "
+                 "distances to the target's own seed; 'average.cv' = mean and std of cv over targets")
+
+__all__ = ["run_memories", "MemoriesOptions", "memory_ids", "SIB_PATHS"]
+
+
+@dataclass
+class MemoriesOptions:
+    """The SIB settings read from ``spec.options`` (see module docstring)."""
+
+    targets: list[int] | None = None
+    num_targets: int = 5
+    num_supports: int = 10
+    support_offset: int = 0
+    support_stride: int | None = None
+    vae_steps: int = 3000
+    vae_lr: float = 1e-2
+    loss_weights: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    sib_path: str = "reencode"
+    decoder_chunk: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "MemoriesOptions":
+        o = dict(spec.options or {})
+        if getattr(spec, "demo", False):  # the demo world: a few minutes on 2 CPU cores
+            o = {**DEMO_DEFAULTS, **({"num_targets": spec.max_items} if spec.max_items else {}), **o}
+        opts = cls(num_targets=int(o.get("num_targets", spec.max_items or 5)))
+        if o.get("targets") is not None:
+            opts.targets = [int(i) for i in o["targets"]]
+        for name in ("num_supports", "support_offset", "vae_steps"):
+            if o.get(name) is not None:
+                setattr(opts, name, int(o[name]))
+        if o.get("support_stride") is not None:
+            opts.support_stride = int(o["support_stride"])
+        if o.get("vae_lr") is not None:
+            opts.vae_lr = float(o["vae_lr"])
+        if o.get("loss_weights") is not None:
+            opts.loss_weights = tuple(float(w) for w in o["loss_weights"])  # type: ignore[assignment]
+        if o.get("sib_path") is not None:
+            opts.sib_path = str(o["sib_path"])
+        if o.get("decoder_chunk") is not None:
+            opts.decoder_chunk = int(o["decoder_chunk"])
+        probs = []
+        if opts.sib_path not in SIB_PATHS:
+            probs.append(f"options.sib_path must be one of {', '.join(SIB_PATHS)}, got {opts.sib_path!r}")
+        if opts.num_supports < 1 or opts.num_targets < 1 or opts.vae_steps < 0 or opts.support_offset < 0:
+            probs.append("options num_supports/num_targets must be >= 1, vae_steps and support_offset >= 0")
+        if len(opts.loss_weights) != 3:
+            probs.append("options.loss_weights must be [mse, prior, nll]")
+        if probs:
+            raise SpecError("invalid memories options:\n" + "\n".join(f"  - {p}" for p in probs))
+        return opts
+
+    @property
+    def stride(self) -> int:
+        return self.support_stride if self.support_stride is not None else self.num_supports
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets, "num_targets": self.num_targets, "num_supports": self.num_supports,
+                "support_offset": self.support_offset, "support_stride": self.stride,
+                "vae_steps": self.vae_steps, "vae_lr": self.vae_lr, "loss_weights": list(self.loss_weights),
+                "sib_path": self.sib_path, "decoder_chunk": self.decoder_chunk}
+
+
+def memory_ids(target_id: str, n: int) -> tuple[list[str], list[str]]:
+    """(memory item ids, control item ids) of a target: ``<target_id>.mem<i>``, ``<target_id>.ctl<i>``."""
+    return [f"{target_id}.mem{i:02d}" for i in range(n)], [f"{target_id}.ctl{i:02d}" for i in range(n)]
+
+
+@dataclass
+class _Plan:
+    target: DatasetItem
+    supports: list[DatasetItem]
+    mem_ids: list[str]
+    ctl_ids: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.target.item_id, *self.mem_ids, *self.ctl_ids]
+
+
+class _MemoriesRun(ItemRun):
+    analysis = "memories"
+
+    def plan(self) -> list[str]:
+        self.opts = MemoriesOptions.from_spec(self.spec)
+        erased = read_dataset(self.spec.erased, "erased")
+        reference = read_dataset(self.spec.reference, "reference")
+        idx = self.opts.targets if self.opts.targets is not None else list(range(min(self.opts.num_targets, len(erased))))
+        if not idx or any(i < 0 or i >= len(erased) for i in idx):
+            raise DatasetError(f"target indices {idx} do not fit the erased set ({len(erased)} items)")
+        n, st, off = self.opts.num_supports, self.opts.stride, self.opts.support_offset
+        need = off + st * (len(idx) - 1) + n
+        if need > len(reference):
+            raise DatasetError(f"{len(idx)} targets x {n} supports (offset {off}, stride {st}) need "
+                               f"{need} reference items; the reference set has {len(reference)}")
+        self.plans = []
+        for k, i in enumerate(idx):
+            sup = reference[off + st * k: off + st * k + n]
+            m, c = memory_ids(erased[i].item_id, n)
+            self.plans.append(_Plan(erased[i], sup, m, c))
+        return [iid for p in self.plans for iid in p.ids]
+
+    # ------------------------------------------------------------------ work
+    def work(self) -> None:
+        for p in self.plans:
+            self.check_cancel()
+            done = self.rd.done_ids()
+            if all(i in done for i in p.ids):
+                continue
+            self._target(p, done)
+
+    def _load(self, it: DatasetItem) -> tuple[torch.Tensor | None, str | None]:
+        if it.error is not None:
+            return None, it.error
+        try:
+            return preprocess(load_image(it.source, alpha=self.spec.alpha), self.size, self.spec.resample), None
+        except ImageError as e:
+            return None, str(e)
+
+    def _fail_target(self, p: _Plan, done: set[str], msg: str) -> None:
+        t = p.target
+        for iid, s, sup in ([(t.item_id, "target", None)] + [(m, "memory", su) for m, su in zip(p.mem_ids, p.supports)]
+                            + [(c, "control", su) for c, su in zip(p.ctl_ids, p.supports)]):
+            if iid not in done:
+                prompt = sup.prompt if s == "control" else t.prompt
+                self.error(iid, s, prompt, (sup or t).source if s == "control" else t.source, msg,
+                           target_id=t.item_id, support_id=sup.item_id if sup else None)
+
+    def _target(self, p: _Plan, done: set[str]) -> None:
+        self.ensure_model()
+        q, err = self._load(p.target)
+        if q is None:
+            self._fail_target(p, done, f"target image: {err}")
+            return
+        sup_x: list[torch.Tensor] = []
+        keep: list[int] = []
+        for j, s in enumerate(p.supports):
+            x, err = self._load(s)
+            if x is None:
+                for iid, set_name, prompt in ((p.mem_ids[j], "memory", p.target.prompt), (p.ctl_ids[j], "control", s.prompt)):
+                    if iid not in done:
+                        self.error(iid, set_name, prompt, s.source, f"support image: {err}",
+                                   target_id=p.target.item_id, support_id=s.item_id)
+                continue
+            sup_x.append(x)
+            keep.append(j)
+        dec = self._decoder_stage(p, q, torch.stack(sup_x) if sup_x else torch.empty(0, 3, self.size, self.size), keep)
+        self._diffusion_stage(p, q, sup_x, keep, dec, done)
+
+    # ------------------------------------------------------------------ decoder stage
+    def _ckpt_path(self, p: _Plan) -> Any:
+        return self.rd.latents_dir / f"{p.target.item_id}.decinv.safetensors"
+
+    def _decoder_stage(self, p: _Plan, q: torch.Tensor, sup: torch.Tensor, keep: list[int]) -> dict[str, Any]:
+        """z_target [1], z_support [n], z_memory [n] (unscaled) with decoder PSNRs and losses."""
+        from safetensors.torch import load_file, safe_open, save
+
+        from memtui.engine.runs.store import atomic_write_bytes
+
+        sids = [p.supports[j].item_id for j in keep]
+        meta = {"support_ids": json.dumps(sids), "options": json.dumps(self.opts.to_dict(), sort_keys=True),
+                "image_size": str(self.size)}
+        path = self._ckpt_path(p)
+        if path.is_file():
+            try:
+                with safe_open(str(path), "pt") as f:
+                    stored = f.metadata() or {}
+                if all(stored.get(k) == v for k, v in meta.items()):
+                    self.rd.event("progress", stage="decoder", target_id=p.target.item_id, reused=True)
+                    return load_file(str(path))
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint is recomputed
+                pass
+        o = self.opts
+        tid, n = p.target.item_id, len(keep)
+        every = max(1, o.vae_steps // 10)
+
+        def prog(phase: str) -> Any:
+            def f(step: int, steps: int, loss: float) -> None:
+                self.rd.event("progress", stage=f"decoder:{phase}", target_id=tid, step=step, steps=steps,
+                              loss=loss)
+                if self.progress is not None:
+                    self.progress(self.done, self.total, {"item_id": f"{tid} decoder {phase} {step}/{steps}",
+                                                          "status": "running"})
+            return f
+
+        images = torch.cat([q[None], sup])
+        try:
+            a = decoder_invert(self.pipe, images, encoder_mean(self.pipe, images), o.vae_steps, o.vae_lr,
+                               o.loss_weights, prog("own"), self.cancel, o.decoder_chunk, every)
+            if n:
+                b = decoder_invert(self.pipe, q[None].expand(n, -1, -1, -1), a.z[1:], o.vae_steps, o.vae_lr,
+                                   o.loss_weights, prog("toward-target"), self.cancel, o.decoder_chunk, every)
+            else:
+                b = DecoderInversionResult(z=a.z[:0], losses=np.zeros(0), psnr=np.zeros(0), images=a.images[:0])
+        except DecoderInversionCancelled:
+            raise RunCancelled() from None
+        out = {"z_target": a.z[:1], "z_support": a.z[1:], "z_memory": b.z,
+               "psnr_target": torch.from_numpy(a.psnr[:1].copy()), "psnr_support": torch.from_numpy(a.psnr[1:].copy()),
+               "psnr_memory": torch.from_numpy(np.asarray(b.psnr, dtype=np.float64).copy()),
+               "loss_target": torch.from_numpy(a.losses[:1].copy()), "loss_support": torch.from_numpy(a.losses[1:].copy()),
+               "loss_memory": torch.from_numpy(np.asarray(b.losses, dtype=np.float64).copy())}
+        out = {k: v.detach().cpu().contiguous() for k, v in out.items()}
+        atomic_write_bytes(path, save(out, metadata=meta))
+        return out
+
+    # ------------------------------------------------------------------ diffusion stage
+    def _diffusion_stage(self, p: _Plan, q: torch.Tensor, sup_x: list[torch.Tensor], keep: list[int],
+                         dec: dict[str, torch.Tensor], done: set[str]) -> None:
+        t = p.target
+        q8 = to_uint8(q)
+        # (item id, set, prompt, source, z_vae, query uint8, support item, psnr_decoder, decoder loss)
+        todo: list[tuple[Any, ...]] = []
+        if t.item_id not in done:
+            todo.append((t.item_id, "target", t.prompt, t.source, dec["z_target"][0], q8, None,
+                         float(dec["psnr_target"][0]), float(dec["loss_target"][0])))
+        for k, j in enumerate(keep):
+            s = p.supports[j]
+            if p.mem_ids[j] not in done:
+                todo.append((p.mem_ids[j], "memory", t.prompt, t.source, dec["z_memory"][k], q8, s,
+                             float(dec["psnr_memory"][k]), float(dec["loss_memory"][k])))
+            if p.ctl_ids[j] not in done:
+                todo.append((p.ctl_ids[j], "control", s.prompt, s.source, dec["z_support"][k], to_uint8(sup_x[k]), s,
+                             float(dec["psnr_support"][k]), float(dec["loss_support"][k])))
+        target_seed = None
+        if t.item_id in done:
+            target_seed = self.rd.read_latents(t.item_id)["z_T"]
+        sf = self.pipe.scaling_factor
+        for a in range(0, len(todo), self.batch_size):
+            self.check_cancel()
+            chunk = todo[a:a + self.batch_size]
+            z = torch.stack([c[4] for c in chunk])
+            with torch.no_grad():
+                decoded = to_uint8(torch.cat([self.pipe.vae.decode(z[i:i + 8].to(self.pipe.device, self.pipe.dtype))
+                                              .sample.float().clamp(-1, 1) for i in range(0, len(z), 8)]))
+            if self.opts.sib_path == "direct":
+                res = self.invert(z * sf, [c[2] for c in chunk], latents=True)
+            else:
+                res = self.invert(uint8_to_tensor(decoded), [c[2] for c in chunk], latents=False)
+            for i, (iid, set_name, prompt, source, zv, query, s, psnr_dec, loss) in enumerate(chunk):
+                z_t = res["z_T"][i]
+                extra: dict[str, Any] = {"target_id": t.item_id, "support_id": s.item_id if s else None,
+                                         "psnr_decoder": psnr_dec, "decoder_loss": loss,
+                                         "decoded": f"images/{iid}.decoded.png"}
+                if set_name == "target":
+                    target_seed = z_t
+                elif set_name == "memory" and target_seed is not None:
+                    a_, b_ = z_t.double().flatten(), target_seed.double().flatten()
+                    extra["distance_to_target"] = float((a_ - b_).norm())
+                    extra["cosine_to_target"] = float(1 - (a_ @ b_) / (a_.norm() * b_.norm()))
+                self.write_ok(iid, set_name, prompt, source, query, res["recon"][i],
+                              {"z_0": res["z_0"][i], "z_T": z_t, "z_vae": zv}, {"decoded": decoded[i]}, **extra)
+
+    # ------------------------------------------------------------------ summary
+    def summarize(self) -> dict[str, Any]:
+        results = self.rd.read_results()
+        per_target: dict[str, Any] = {}
+        all_mem: list[dict[str, Any]] = []
+        all_ctl: list[dict[str, Any]] = []
+        d = None
+        for r in results.values():
+            if r.get("status") == "ok" and r.get("z_shape"):
+                d = int(np.prod(r["z_shape"]))
+                break
+        normal = (self.normal(d, keep_samples=True) if d
+                  else {"mode": self.spec.normal, "d": 0, "mean": math.nan, "std": math.nan})
+
+        def seeds(recs: list[dict[str, Any]]) -> np.ndarray | None:
+            if not recs:
+                return None
+            return np.stack([self.rd.read_latents(r["item_id"])["z_T"].double().numpy() for r in recs])
+
+        for p in self.plans:
+            ok = lambda ids: [results[i] for i in ids if results.get(i, {}).get("status") == "ok"]  # noqa: E731
+            mem, ctl = ok(p.mem_ids), ok(p.ctl_ids)
+            trec = results.get(p.target.item_id)
+            tseed = (self.rd.read_latents(p.target.item_id)["z_T"].double().numpy()
+                     if trec and trec.get("status") == "ok" else None)
+            if not (mem or ctl or trec):
+                continue
+            figs = target_figures(trec, tseed, mem, seeds(mem), ctl, seeds(ctl), normal, self.spec.emd_metric)
+            figs["prompt"] = p.target.prompt
+            per_target[p.target.item_id] = figs
+            all_mem += mem
+            all_ctl += ctl
+        all_ids = {s: [] for s in ("target", "memory", "control")}
+        for p in self.plans:
+            all_ids["target"].append(p.target.item_id)
+            all_ids["memory"] += p.mem_ids
+            all_ids["control"] += p.ctl_ids
+        sets = {s: self.set_stats(results, ids, s, ("psnr", "psnr_decoder", "nll")) for s, ids in all_ids.items()}
+        errors = [{"item_id": i, "set": s, "error": results[i].get("error")}
+                  for s, ids in all_ids.items() for i in ids if i in results and results[i].get("status") != "ok"]
+        return {"analysis": "memories", "method": self.spec.method, "steps": self.spec.steps,
+                "options": self.opts.to_dict(), "sets": sets, "targets": per_target,
+                "average": average_figures(per_target, all_mem, all_ctl, normal, self.spec.emd_metric),
+                "d": d, "normal": {k: v for k, v in normal.items() if k != "samples"},
+                "emd_metric": self.spec.emd_metric, "cv_definition": CV_DEFINITION,
+                "errors": errors}
+
+
+def run_memories(spec: Any, run_dir: Any, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+    """Run or resume the SIB analysis of ``spec`` in ``run_dir`` (see module docstring); returns the
+    summary (also in summary.json; ``status`` finished | cancelled). ``progress(done, total,
+    record)`` after each item (and during decoder inversions with a ``running`` pseudo-record);
+    ``cancel`` (Event) stops between batches / decoder steps, resumable."""
+    return run_item_analysis(_MemoriesRun, spec, run_dir, progress, cancel)

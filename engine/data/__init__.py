@@ -1,0 +1,1 @@
+"""Inputs: image loading and preprocessing, dataset layouts, patch permutations."""

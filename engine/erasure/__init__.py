@@ -1,0 +1,1 @@
+"""Concept erasure methods used to build erased models (ESD)."""

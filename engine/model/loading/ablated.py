@@ -1,0 +1,202 @@
+"""Apply an ablated ("concept-erased") checkpoint to a base pipeline in place, whatever its kind,
+and report exactly what changed.
+
+Every component's tensors are validated against the base (names and shapes) before any weight is
+written, so a failing load leaves the pipeline untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.loading import compvis
+from memtui.engine.model.loading.base import resolve_checkpoint_path
+from memtui.engine.model.loading import keys as K
+from memtui.engine.model.loading.detect import ADAPTER_KINDS, CheckpointKind, Probe, probe
+from memtui.engine.model.loading.errors import CheckpointMismatchError, UnsupportedCheckpointError
+from memtui.engine.model.loading.report import LoadReport
+from memtui.engine.model.loading.safeload import file_size, iter_tensors, load_file
+
+SHOW = 5  # mismatching keys named in an error message
+
+
+@dataclass
+class _Plan:
+    """One component's validated load: keys to write, and what the module lacks / ignores."""
+
+    component: str
+    module: torch.nn.Module
+    values: dict[str, torch.Tensor]
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    reshaped: int = 0
+
+
+def _flat(obj: object) -> dict[str, torch.Tensor]:
+    return dict(iter_tensors(K.unwrap(obj)))
+
+
+def _read_files(files: list[Path]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(_flat(load_file(f)))
+    return out
+
+
+def _adapter_error(p: Probe) -> UnsupportedCheckpointError:
+    if p.kind is CheckpointKind.SPM:
+        meta = ", ".join(f"{k}={v}" for k, v in p.metadata.items() if k in ("rank", "alpha")) or "LoRA keys"
+        return UnsupportedCheckpointError(
+            f"SPM adapters are not supported yet: {p.path} is a LoRA-style adapter ({meta}). Merge it "
+            "into the UNet weights and save the merged UNet state dict (diffusers keys) to load it "
+            "as a full UNet checkpoint.")
+    return UnsupportedCheckpointError(
+        f"Receler erasers are not supported yet: {p.path} holds eraser adapters injected after each "
+        "cross-attention (eraser_config.json); they are not plain UNet weights and cannot be loaded.")
+
+
+def _collect(p: Probe, pipe: SDPipeline, warnings: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Component name -> state dict in the base modules' key conventions."""
+    kind = p.kind
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    if kind in (CheckpointKind.PIPELINE, CheckpointKind.UNET_FOLDER, CheckpointKind.TEXT_ENCODER_FOLDER):
+        for comp, files in p.files.items():
+            if not files:
+                raise UnsupportedCheckpointError(f"{p.path}: the {comp} folder holds no weight file")
+            parts[comp] = _read_files(files)
+    elif kind in (CheckpointKind.UNET_FULL, CheckpointKind.UNET_PARTIAL):
+        parts["unet"] = _flat(p.raw) if p.raw is not None else _read_files([p.path])
+    elif kind is CheckpointKind.TEXT_ENCODER:
+        parts["text_encoder"] = _flat(p.raw) if p.raw is not None else _read_files([p.path])
+    elif kind is CheckpointKind.DELTA:
+        inner = K.unwrap(p.raw)
+        for g in K.DELTA_GROUPS:
+            if isinstance(inner.get(g), dict) and inner[g]:
+                parts[g] = dict(iter_tensors(inner[g]))
+        other = [k for k in inner if k not in K.DELTA_GROUPS]
+        if other:
+            warnings.append(f"ignored top-level entries of the delta dict: {', '.join(map(str, other))}")
+    elif kind is CheckpointKind.COMPVIS:
+        sd = _flat(p.raw) if p.raw is not None else _read_files([p.path])
+        groups = compvis.split_ldm(sd)
+        if groups["unet"]:
+            parts["unet"] = compvis.convert_unet(groups["unet"], dict(pipe.unet.config), warnings)
+        if groups["text_encoder"]:
+            parts["text_encoder"] = compvis.convert_text_encoder(groups["text_encoder"])
+        if groups["vae"]:
+            warnings.append(f"the checkpoint's VAE ({len(groups['vae'])} first_stage_model.* tensors) was "
+                            "not loaded: erasure methods leave the VAE unchanged; the base VAE is used")
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
+    for comp in list(parts):
+        mkeys = set(modules[comp].state_dict())
+        if comp == "text_encoder":
+            parts[comp] = K.normalise_text_keys(parts[comp], mkeys)
+        else:
+            parts[comp] = K.normalise_diffusers_keys(parts[comp], warnings)
+            if comp == "vae":
+                parts[comp] = K.normalise_vae_keys(parts[comp], mkeys)
+    return parts
+
+
+def _hint(component: str, bad: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> str:
+    for key, ck, base in bad:
+        if key.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) and len(ck) == 2 and ck[1] != base[1]:
+            return (f"the checkpoint's cross-attention dim {ck[1]} does not fit the base's {base[1]} "
+                    "(a checkpoint of another Stable Diffusion version, e.g. SD 2.x on an SD 1.x base?)")
+        if key.endswith("token_embedding.weight") and len(ck) == 2:
+            if ck[1] != base[1]:
+                return f"the checkpoint's text hidden size {ck[1]} does not fit the base's {base[1]}"
+            return (f"the checkpoint's vocabulary has {ck[0]} tokens, the base's {base[0]} "
+                    "(added textual-inversion tokens?)")
+    return f"the checkpoint's {component} has a different architecture from the base's"
+
+
+def _plan(component: str, module: torch.nn.Module, sd: dict[str, torch.Tensor], where: str) -> _Plan:
+    msd = module.state_dict()
+    plan = _Plan(component, module, {})
+    bad: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    for k, v in sd.items():
+        if k not in msd:
+            plan.unexpected.append(k)
+            continue
+        if tuple(v.shape) != tuple(msd[k].shape):
+            if v.numel() == msd[k].numel() and [s for s in v.shape if s != 1] == [s for s in msd[k].shape if s != 1]:
+                plan.reshaped += 1  # 1x1 conv <-> linear projection
+            else:
+                bad.append((k, tuple(v.shape), tuple(msd[k].shape)))
+                continue
+        plan.values[k] = v
+    if bad:
+        listed = "; ".join(f"{k}: checkpoint {list(a)} vs base {list(b)}" for k, a, b in bad[:SHOW])
+        raise CheckpointMismatchError(
+            f"{where}: {len(bad)} {component} tensors do not fit the base model: "
+            f"{_hint(component, bad)}. First mismatches: {listed}")
+    if sd and not plan.values:
+        raise CheckpointMismatchError(
+            f"{where}: none of the checkpoint's {len(sd)} {component} tensors has a name the base's "
+            f"{component} knows (e.g. {', '.join(list(sd)[:3])})")
+    plan.missing = [k for k in msd if k not in sd]
+    return plan
+
+
+@torch.no_grad()
+def _apply(plan: _Plan) -> list[str]:
+    """Write the plan's tensors into the module (cast to its dtype/device); keys whose values changed."""
+    msd = plan.module.state_dict()
+    changed = []
+    for k, v in plan.values.items():
+        target = msd[k]
+        new = v.to(device=target.device, dtype=target.dtype).reshape(target.shape)
+        if not torch.equal(target, new):
+            changed.append(k)
+            target.copy_(new)
+    return changed
+
+
+def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
+    """Patch ``pipe`` in place with the ablated checkpoint at ``path`` (kind detected from content;
+    a path, or a repo id in the local HF cache with optional ``@rev`` and subfolder such as
+    ``OPTML-Group/AdvUnlearn/nudity_unlearned``) and return a :class:`LoadReport`. Tensors are cast to the pipeline's dtype and device. Raises
+    :class:`CheckpointMismatchError` when shapes do not fit (nothing is written then),
+    :class:`UnsupportedCheckpointError` for adapters (SPM, Receler), :class:`UnsafeCheckpointError`
+    for pickles that need code."""
+    path = resolve_checkpoint_path(path)
+    p = probe(path, set(pipe.unet.state_dict()))
+    if p.kind in ADAPTER_KINDS:
+        raise _adapter_error(p)
+    warnings: list[str] = []
+    parts = _collect(p, pipe, warnings)
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
+    plans = [_plan(c, modules[c], sd, str(path)) for c, sd in parts.items()]
+    dtypes: dict[str, int] = {}
+    for plan in plans:
+        for v in plan.values.values():
+            name = str(v.dtype).replace("torch.", "")
+            dtypes[name] = dtypes.get(name, 0) + 1
+        if plan.reshaped:
+            warnings.append(f"{plan.reshaped} {plan.component} tensors reshaped (1x1 conv <-> linear projection)")
+        if plan.unexpected:
+            warnings.append(f"{len(plan.unexpected)} {plan.component} tensors of the checkpoint are not in "
+                            "the base model and were ignored")
+    lower = [d for d in dtypes if isinstance(getattr(torch, d, None), torch.dtype)
+             and getattr(torch, d).is_floating_point and getattr(torch, d).itemsize < pipe.dtype.itemsize]
+    if lower:
+        warnings.append(f"checkpoint tensors stored as {', '.join(lower)} were cast up to "
+                        f"{str(pipe.dtype).replace('torch.', '')}")
+    report = LoadReport(kind=p.kind.value, path=str(path), size_bytes=file_size(path),
+                        checkpoint_dtypes=dtypes, warnings=warnings)
+    for plan in plans:
+        changed = _apply(plan)
+        report.components.append(plan.component)
+        report.n_loaded += len(plan.values)
+        report.missing_keys += [f"{plan.component}.{k}" for k in plan.missing]
+        report.unexpected_keys += [f"{plan.component}.{k}" for k in plan.unexpected]
+        report.changed_tensors += [f"{plan.component}.{k}" for k in changed]
+        if changed:
+            report.changed_components.append(plan.component)
+    if "text_encoder" in report.components:
+        pipe.clear_prompt_cache()
+    return report

@@ -1,0 +1,139 @@
+"""The in-memory Stable Diffusion model memtui works on: components plus the few operations every
+analysis needs (prompt encoding, VAE encode/decode in *scaled* latent space, one UNet call).
+
+Latent convention: the diffusion model sees ``z = s * z_vae`` (``s`` = ``vae.config.scaling_factor``,
+0.18215 for SD 1.4). Images are tensors ``[B, 3, H, W]`` in [-1, 1]. Arithmetic outside the networks
+is done in float32 whatever the model precision.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from memtui.engine.model.schedule import make_ddim
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """'fp32' | 'fp16' | 'bf16' (or a torch dtype) -> torch dtype; ValueError otherwise."""
+    if isinstance(precision, torch.dtype):
+        return precision
+    try:
+        return DTYPES[precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}") from None
+
+
+@dataclass
+class SDPipeline:
+    """A text-to-image latent diffusion model (SD 1.x layout) held on one device in one precision."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    _prompt_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell along one side (8 for SD 1.4)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def image_size(self) -> int:
+        """Native image side in pixels (512 for SD 1.4)."""
+        return int(self.unet.config.sample_size) * self.vae_scale
+
+    def latent_shape(self, image_size: int | None = None) -> tuple[int, int, int]:
+        """Shape ``(C, h, w)`` of one seed for square images of ``image_size`` pixels."""
+        side = (image_size or self.image_size) // self.vae_scale
+        return (self.latent_channels, side, side)
+
+    def make_scheduler(self) -> DDIMScheduler:
+        """A fresh DDIM scheduler with this model's noise schedule (spec §0.2)."""
+        return make_ddim(self.scheduler_config)
+
+    # ------------------------------------------------------------------ state
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SDPipeline":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.to(**kwargs)
+        self._prompt_cache.clear()
+        return self
+
+    def eval(self) -> "SDPipeline":
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.eval().requires_grad_(False)
+        return self
+
+    def clear_prompt_cache(self) -> None:
+        """Forget cached prompt embeddings (call after the text encoder's weights change)."""
+        self._prompt_cache.clear()
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings ``[B, L, D]`` (model dtype) for a batch of prompts; the text encoder runs
+        once per distinct prompt (cached). Prompts are padded/truncated to the tokenizer's length."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            tok = self.tokenizer(list(missing), padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            emb = self.text_encoder(tok.input_ids.to(self.device))[0]
+            for p, e in zip(missing, emb):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    # ------------------------------------------------------------------ VAE
+    def encode_images(self, images: torch.Tensor, sample: bool = False,
+                      generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Scaled latents ``[B, C, h, w]`` (float32) of images ``[B, 3, H, W]`` in [-1, 1]: the
+        posterior mean, or with ``sample=True`` one posterior sample per item drawn from its own
+        CPU generator (the official ReNoise path, spec §0.3 step 2)."""
+        with torch.no_grad():
+            dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
+        mean, std = dist.mean.float(), dist.std.float()
+        if sample:
+            if generators is None or len(generators) != images.shape[0]:
+                raise ValueError("sample=True needs one generator per image")
+            noise = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=torch.float32)
+                                 for g in generators]).to(mean.device)
+            mean = mean + std * noise
+        return mean * self.scaling_factor
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` (float32, not clamped, nominally [-1, 1]) from scaled latents."""
+        out = self.vae.decode((z / self.scaling_factor).to(self.device, self.dtype)).sample
+        return out.float()
+
+    # ------------------------------------------------------------------ UNet
+    def eps(self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Noise prediction ``[B, C, h, w]`` (float32) at timestep ``t`` for latents ``z`` and text
+        embeddings ``emb [B, L, D]``."""
+        out = self.unet(z.to(self.device, self.dtype), t, encoder_hidden_states=emb.to(self.device, self.dtype)).sample
+        return out.float()

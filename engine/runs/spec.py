@@ -1,0 +1,253 @@
+"""What a run computes: :class:`RunSpec`, read from TOML / JSON / a run directory, validated, and
+fingerprinted so a resumed run can be checked against the stored one.
+
+Fields that do not change results (``batch_size``, ``device``) and cosmetic differences in paths
+(relative vs absolute, symlinks, trailing slashes) are left out of :meth:`RunSpec.fingerprint`:
+resuming with another batch size or on another device is allowed.
+
+This module imports neither torch nor the console (the console reads specs cheaply).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+METHODS = ("ddim", "renoise", "nti")
+PRECISIONS = ("fp32", "fp16", "bf16")
+NORMALS = ("exact", "samples")
+EMD_METRICS = ("w2", "w1")
+RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest", "box", "hamming")
+ALPHAS = ("white", "drop")
+PATH_FIELDS = ("base", "ablated", "erased", "reference")
+NON_RESULT_FIELDS = ("batch_size", "device")
+
+__all__ = ["RunSpec", "SpecError", "SpecMismatchError", "METHODS", "PRECISIONS"]
+
+
+class SpecError(ValueError):
+    """A spec that is malformed or inconsistent; the message lists every problem."""
+
+
+class SpecMismatchError(SpecError):
+    """The spec given for an existing run differs from the stored one in result-changing fields.
+
+    ``differences`` maps each field to ``(stored, given)``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], differences: dict[str, tuple[Any, Any]]) -> None:
+        self.run_dir = str(run_dir)
+        self.differences = differences
+        lines = [f"  {k}: stored {v[0]!r}, given {v[1]!r}" for k, v in differences.items()]
+        super().__init__(
+            f"run directory {self.run_dir} holds a different spec:\n" + "\n".join(lines)
+            + "\nUse the stored spec (omit those options), another --out, or --restart to start over.")
+
+
+def _norm_path(value: str | None) -> str | None:
+    """A path's canonical form (absolute, symlinks resolved) when it exists, else the text as given
+    (a cached model id such as ``CompVis/stable-diffusion-v1-4`` stays as it is)."""
+    if value is None or value == "":
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p.resolve()) if p.exists() else value
+
+
+@dataclass
+class RunSpec:
+    """One run's settings. Paths are strings (local folders/files, or a model id in the local HF
+    cache for ``base``). ``image_size`` None = the model's native size; ``num_reference`` None =
+    as many reference items as erased items; ``max_items`` caps each set (None = all)."""
+
+    analysis: str = "concept"
+    base: str = ""
+    ablated: str | None = None
+    erased: str | None = None
+    reference: str | None = None
+    method: str = "renoise"
+    steps: int = 50
+    batch_size: int = 8
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 42
+    image_size: int | None = None
+    resample: str = "bicubic"
+    alpha: str = "white"
+    max_items: int | None = None
+    num_reference: int | None = None
+    normal: str = "exact"
+    normal_samples: int = 50
+    emd_metric: str = "w2"
+    inversion: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    demo: bool = False
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON/TOML-friendly dict (None values kept for JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], validate: bool = True) -> "RunSpec":
+        """Build from a dict; unknown keys are an error (typos must not be ignored silently)."""
+        if not isinstance(data, dict):
+            raise SpecError(f"a spec must be a table/object, got {type(data).__name__}")
+        names = set(cls.field_names())
+        unknown = sorted(k for k in data if k not in names)
+        if unknown:
+            raise SpecError(f"unknown spec field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        spec = cls(**{k: v for k, v in data.items()})
+        spec.inversion = dict(spec.inversion or {})
+        spec.options = dict(spec.options or {})
+        return spec.validate() if validate else spec
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], validate: bool = True) -> "RunSpec":
+        return cls.from_dict(read_spec_file(path), validate=validate)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], validate: bool = True) -> "RunSpec":
+        """From a ``.toml`` file, a ``.json`` file, or a run directory (its ``spec.json``)."""
+        return cls.from_dict(read_spec_file(path), validate=validate)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    # ------------------------------------------------------------------ validation
+    def problems(self) -> list[str]:
+        """Every problem with this spec, in words ([] when valid)."""
+        from memtui.engine import analyses as _analysis  # light: no torch at import
+
+        out: list[str] = []
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            v = getattr(self, name)
+            if v not in allowed:
+                out.append(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
+
+        def positive_int(name: str, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                out.append(f"{name} must be a positive integer{' or unset' if optional else ''}, got {v!r}")
+
+        if self.analysis not in _analysis.ANALYSES:
+            out.append(f"analysis must be one of {', '.join(_analysis.ANALYSES)}, got {self.analysis!r}")
+        choice("method", METHODS)
+        choice("precision", PRECISIONS)
+        choice("normal", NORMALS)
+        choice("emd_metric", EMD_METRICS)
+        choice("resample", RESAMPLES)
+        choice("alpha", ALPHAS)
+        for name in ("steps", "batch_size", "normal_samples"):
+            positive_int(name)
+        for name in ("image_size", "max_items", "num_reference"):
+            positive_int(name, optional=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            out.append(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.device, str) or not self.device:
+            out.append(f"device must be a non-empty string such as auto, cpu, cuda, cuda:1; got {self.device!r}")
+        for name in ("inversion", "options"):
+            if not isinstance(getattr(self, name), dict):
+                out.append(f"{name} must be a table of settings, got {getattr(self, name)!r}")
+        if not isinstance(self.demo, bool):
+            out.append(f"demo must be true or false, got {self.demo!r}")
+        for name in PATH_FIELDS:
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                out.append(f"{name} must be a path string, got {v!r}")
+        if self.analysis == "concept":
+            if not self.base and not self.demo:
+                out.append("base is required: a diffusers model folder or a model id in the local HF cache")
+            for name in ("erased", "reference"):
+                v = getattr(self, name)
+                if not v and not self.demo:
+                    out.append(f"{name} is required: a dataset folder")
+                elif v and not Path(os.path.expanduser(v)).is_dir():
+                    out.append(f"{name} folder not found: {v}")
+            if self.ablated and not Path(os.path.expanduser(self.ablated)).exists():
+                out += _cached_checkpoint_problems(self.ablated)
+        if self.analysis == "generate" and isinstance(self.options, dict):
+            from memtui.engine.compute.generate import spec_problems  # torch-free
+
+            out += spec_problems(self)
+        elif isinstance(self.options, dict) and self.options.get("detectors") is not None:
+            from memtui.engine.detectors.config import detector_problems  # torch-free
+
+            out += detector_problems(self.options["detectors"])
+        return out
+
+    def validate(self) -> "RunSpec":
+        """Return self, or raise :class:`SpecError` listing every problem."""
+        probs = self.problems()
+        if probs:
+            raise SpecError("invalid spec:\n" + "\n".join(f"  - {p}" for p in probs))
+        return self
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that change results, with paths in canonical form."""
+        d = self.to_dict()
+        for k in NON_RESULT_FIELDS:
+            d.pop(k, None)
+        for k in PATH_FIELDS:
+            d[k] = _norm_path(d[k])
+        if isinstance(d.get("options"), dict) and "detectors" in d["options"]:
+            # detectors only add scores of finished items: naming them on resume is allowed
+            d["options"] = {k: v for k, v in d["options"].items() if k != "detectors"}
+        return d
+
+    def differences(self, other: "RunSpec") -> dict[str, tuple[Any, Any]]:
+        """Result-changing fields where ``self`` (stored) and ``other`` (given) differ."""
+        a, b = self.fingerprint(), other.fingerprint()
+        return {k: (getattr(self, k), getattr(other, k)) for k in a if a[k] != b.get(k)}
+
+    def resolved_paths(self) -> "RunSpec":
+        """A copy with existing paths made absolute (stored in spec.json so a run can be resumed
+        from another working directory)."""
+        d = self.to_dict()
+        for k in PATH_FIELDS:
+            d[k] = _norm_path(d[k])
+        return RunSpec.from_dict(d, validate=False)
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw dict of a spec file: TOML (``.toml``), JSON, or a run directory's ``spec.json``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "spec.json"
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {str(p)!r}: {e.strerror or e}") from e
+    try:
+        if p.suffix.lower() == ".toml":
+            return tomllib.loads(raw.decode("utf-8"))
+        data = json.loads(raw)
+    except (tomllib.TOMLDecodeError, ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot parse spec file {str(p)!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {str(p)!r} must hold an object")
+    return data
+
+
+def _cached_checkpoint_problems(source: str) -> list[str]:
+    """[] when ``source`` is a repo id (with optional subfolder) in the local HF cache, else one
+    problem line. Imports the loader (and torch) only for names that are not local paths."""
+    if "/" not in source or source.startswith((".", "/", "~")):
+        return [f"ablated checkpoint not found: {source}"]
+    from memtui.engine.model.loading.base import resolve_checkpoint_path
+    from memtui.engine.model.loading.errors import ModelNotFoundError
+
+    try:
+        resolve_checkpoint_path(source)
+    except ModelNotFoundError as exc:
+        return [f"ablated checkpoint not found: {exc}"]
+    return []
