@@ -13,9 +13,14 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from memtui.engine.model.loading.save import save_pipeline
 from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import SD14_DDIM_CONFIG
 from memtui.engine.model.tokenizer import build_word_tokenizer
+
+__all__ = ["TINY_WORDS", "tiny_pipeline", "save_pipeline", "perturbed", "save_state_dict",
+           "save_unet_state_dict", "save_unet_folder", "save_text_encoder", "save_delta", "diffusers_unet_to_ldm",
+           "save_compvis_checkpoint", "save_spm_adapter", "save_receler_eraser"]
 
 TINY_WORDS = ("a", "photo", "of", "red", "blue", "green", "circle", "square", "triangle", "star",
               "church", "dog", "cat", "on", "the", "with", "nude", "person", "painting", "van", "gogh")
@@ -47,29 +52,6 @@ def tiny_pipeline(seed: int = 0, image_size: int = 32, cross_dim: int = 32) -> S
     ))
     return SDPipeline(unet=unet, vae=vae, text_encoder=te, tokenizer=tok,
                       scheduler_config=dict(SD14_DDIM_CONFIG), source=f"testkit:tiny(seed={seed})").eval()
-
-
-def save_pipeline(pipe: SDPipeline, path: str | Path) -> Path:
-    """Write ``pipe`` as a diffusers pipeline folder (``model_index.json`` + one folder per
-    component, safetensors weights), the layout of ``CompVis/stable-diffusion-v1-4``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    pipe.unet.save_pretrained(path / "unet")
-    pipe.vae.save_pretrained(path / "vae")
-    pipe.text_encoder.save_pretrained(path / "text_encoder")
-    pipe.tokenizer.save_pretrained(path / "tokenizer")
-    (path / "scheduler").mkdir(exist_ok=True)
-    sched = {"_class_name": "DDIMScheduler", **pipe.scheduler_config}
-    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
-    index = {
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
-        "feature_extractor": [None, None], "requires_safety_checker": False,
-    }
-    (path / "model_index.json").write_text(json.dumps(index, indent=2))
-    return path
 
 
 # --------------------------------------------------------------------------- checkpoint kinds

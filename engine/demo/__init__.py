@@ -11,28 +11,14 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memtui.engine.model.shipped import DEMO_CONCEPT, base_dir, demo_dir, erased_path
+
 if TYPE_CHECKING:
     from memtui.engine.model.pipeline import SDPipeline
 
-DEMO_CONCEPT = "circle"
 SHAPES = ("circle", "square", "triangle", "star")
 
 __all__ = ["DEMO_CONCEPT", "SHAPES", "demo_dir", "base_dir", "erased_path", "load_demo", "write_demo_datasets"]
-
-
-def demo_dir() -> Path:
-    """Folder of the shipped demo weights."""
-    return Path(__file__).resolve().parent / "weights"
-
-
-def base_dir() -> Path:
-    """The base model's diffusers pipeline folder."""
-    return demo_dir() / "base"
-
-
-def erased_path(concept: str = DEMO_CONCEPT) -> Path:
-    """The erased twin: partial UNet safetensors of the ESD-changed tensors."""
-    return demo_dir() / f"erased_{concept}.safetensors"
 
 
 def load_demo(which: str = "base", device: str = "cpu", precision: str = "fp32") -> "SDPipeline":

@@ -1,13 +1,10 @@
 """Concept detectors behind one interface (:class:`Detector`), loaded by kind from local files only.
 
-Kinds and the module that implements each (imported lazily, so optional packages such as
-onnxruntime are only needed for the detector that uses them):
-
-- ``demo``     — the demo world's shape classifier (ships with memtui)
-- ``nudenet``  — NudeNet ONNX detector (needs onnxruntime)
-- ``imagenet`` — an ImageNet image-classification folder (e.g. microsoft/resnet-50) for objects
-- ``style``    — an image-classification folder for art styles (top-k rule)
-- ``clip``     — CLIP image-text similarity from a local CLIP folder
+Each kind is one module of this package that declares a literal ``DETECTOR`` table (kind, summary,
+needs_path, default_concept, order) and a ``load(path, **options)`` function; the registry
+(:mod:`memtui.engine.detectors.registry`) reads the tables without importing the modules, so
+optional packages such as onnxruntime are only needed for the detector that uses them. The kinds
+today: ``demo`` (ships with memtui), ``nudenet``, ``imagenet``, ``style``, ``clip``.
 """
 from __future__ import annotations
 
@@ -16,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from memtui.engine.detectors.base import Detection, Detector, DetectorError
+from memtui.engine.detectors.registry import detector_kinds
 
-DETECTOR_KINDS: dict[str, str] = {
-    "demo": ".demo:load",
-    "nudenet": ".nudenet:load",
-    "imagenet": ".imagenet:load",
-    "style": ".style:load",
-    "clip": ".clip:load",
-}
+# kind -> "module:function" that loads it (derived from the modules' DETECTOR tables)
+DETECTOR_KINDS: dict[str, str] = {k: f"{d.module}:load" for k, d in detector_kinds().items()}
 
 
 def load_detector(kind: str, path: str | Path | None = None, **options: Any) -> Detector:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from memtui.engine.detectors.base import DetectorError
+from memtui.engine.core.device import empty_cache
 
 
 def check_folder(kind: str, path: str | Path | None) -> Path:
@@ -42,8 +43,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 def release(*_: Any) -> None:
     """Collect garbage and return cached accelerator memory."""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    empty_cache()
 
 
 @torch.no_grad()

@@ -20,6 +20,9 @@ from PIL import Image
 from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release
 from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
+DETECTOR = {"kind": "clip", "summary": "CLIP image-text similarity from a local CLIP folder",
+            "needs_path": True, "default_concept": None, "order": 50}
+
 DEFAULT_THRESHOLD = 0.25
 
 

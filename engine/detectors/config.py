@@ -2,9 +2,9 @@
 ``detectors`` list of a spec's ``options``, validated before any model loads (torch-free).
 
 An entry is ``{"kind": str, "path": str | None, "concept": str | None, "options": dict}``. The
-concept defaults per kind: ``nudenet`` -> ``nudity``, ``style`` -> ``vincent-van-gogh``; the
-others (``imagenet``, ``clip``, ``demo``) take the run's concept (``options.concept``, else the
-erased dataset's folder name, else the prompt file's stem).
+concept defaults per kind (its ``DETECTOR`` table's ``default_concept``: ``nudenet`` -> ``nudity``,
+``style`` -> ``vincent-van-gogh``); the others (``imagenet``, ``clip``, ``demo``) take the run's
+concept (``options.concept``, else the erased dataset's folder name, else the prompt file's stem).
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from memtui.engine.detectors import DETECTOR_KINDS
+from memtui.engine.detectors.registry import detector_kinds
 
-DEFAULT_CONCEPTS = {"nudenet": "nudity", "style": "vincent-van-gogh"}
-NEEDS_PATH = ("nudenet", "imagenet", "style", "clip")
+# from each kind's DETECTOR table: the concept it scores by default, and whether it needs a PATH
+DEFAULT_CONCEPTS = {k: d.default_concept for k, d in detector_kinds().items() if d.default_concept}
+NEEDS_PATH = tuple(k for k, d in detector_kinds().items() if d.needs_path)
 
 __all__ = ["parse_detectors", "normalize_entries", "detector_problems", "run_concept_name",
            "resolve_concept", "entry_key"]

@@ -17,9 +17,17 @@ from PIL import Image
 from torch import nn
 
 from memtui.engine.detectors.base import Detector, DetectorError
+from memtui.engine.core.tensors import uint8_to_tensor
+from memtui.engine.model.shipped import demo_dir
+
+DETECTOR = {"kind": "demo", "summary": "the demo world's shape classifier (ships with memtui)",
+            "needs_path": False, "default_concept": None, "order": 10}
 
 WEIGHTS = "classifier.safetensors"
 CONFIG = "classifier.json"
+# The weights shipped with memtui (engine/demo/weights/), found through model.shipped: the demo
+# package itself sits above the detectors in the layers.
+SHIPPED = demo_dir()
 
 
 class ShapeNet(nn.Module):
@@ -47,9 +55,8 @@ def images_to_tensor(images: Sequence[Image.Image], size: int = 32) -> torch.Ten
         im = im.convert("RGB")
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BOX if im.width > size else Image.Resampling.BILINEAR)
-        arrs.append(np.asarray(im, dtype=np.float32))
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
-    return x / 127.5 - 1.0
+        arrs.append(np.asarray(im, dtype=np.uint8))
+    return uint8_to_tensor(np.stack(arrs))
 
 
 class DemoDetector(Detector):
@@ -104,11 +111,7 @@ def load(path: str | Path | None = None, **opts: Any) -> DemoDetector:
     shipped with memtui. Options: ``threshold`` (default 0.5)."""
     from safetensors.torch import load_file
 
-    if path is None:
-        from memtui.engine.demo import demo_dir
-
-        path = demo_dir()
-    path = Path(path)
+    path = Path(SHIPPED if path is None else path)
     folder = path.parent if path.suffix == ".safetensors" else path
     wfile = path if path.suffix == ".safetensors" else folder / WEIGHTS
     if not wfile.exists() or not (folder / CONFIG).exists():

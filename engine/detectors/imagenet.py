@@ -18,6 +18,9 @@ from PIL import Image
 from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
 from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
+DETECTOR = {"kind": "imagenet", "summary": "an ImageNet image-classification folder (e.g. microsoft/resnet-50)",
+            "needs_path": True, "default_concept": None, "order": 30}
+
 IMAGENET_CLASSES: dict[str, int] = {
     "tench": 0, "english springer": 217, "cassette player": 482, "chain saw": 491, "church": 497,
     "french horn": 566, "garbage truck": 569, "gas pump": 571, "golf ball": 574, "parachute": 701,

@@ -24,6 +24,9 @@ from PIL import Image
 
 from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
+DETECTOR = {"kind": "nudenet", "summary": "NudeNet ONNX detector for nudity (needs onnxruntime)",
+            "needs_path": True, "default_concept": "nudity", "order": 20}
+
 NUDENET_V3_LABELS: tuple[str, ...] = (
     "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
     "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED",

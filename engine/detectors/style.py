@@ -16,6 +16,9 @@ from PIL import Image
 from memtui.engine.detectors._hf import check_folder, load_pretrained, pick_device, release, softmax_batches
 from memtui.engine.detectors.base import Detection, Detector, DetectorError
 
+DETECTOR = {"kind": "style", "summary": "an image-classification folder for art styles (top-k rule)",
+            "needs_path": True, "default_concept": "vincent-van-gogh", "order": 40}
+
 DEFAULT_STYLE = "vincent-van-gogh"
 DEFAULT_TOP_K = 10
 

@@ -12,11 +12,12 @@ from memtui.engine.model.loading.errors import (CheckpointMismatchError, Loading
                      UnsupportedCheckpointError)
 from memtui.engine.model.loading.report import LoadReport
 from memtui.engine.model.loading.safeload import load_file
+from memtui.engine.model.loading.save import save_pipeline
 
 __all__ = [
     "CheckpointKind", "CheckpointMismatchError", "LoadReport", "LoadingError", "ModelNotFoundError",
     "UnsafeCheckpointError", "UnsupportedCheckpointError", "detect_kind", "hf_cache_dir",
     "inspect_checkpoint", "load_ablated", "load_base", "load_file", "resolve_cached_repo",
     "resolve_checkpoint_path",
-    "resolve_pipeline_dir",
+    "resolve_pipeline_dir", "save_pipeline",
 ]

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 from memtui.engine.model.pipeline import SDPipeline
-from memtui.engine.model.loading import compvis
-from memtui.engine.model.loading.base import resolve_checkpoint_path
 from memtui.engine.model.loading import keys as K
-from memtui.engine.model.loading.detect import ADAPTER_KINDS, CheckpointKind, Probe, probe
+from memtui.engine.model.loading.base import resolve_checkpoint_path
+from memtui.engine.model.loading.detect import probe
+from memtui.engine.model.loading.kinds import BY_NAME, Probe
 from memtui.engine.model.loading.errors import CheckpointMismatchError, UnsupportedCheckpointError
 from memtui.engine.model.loading.report import LoadReport
-from memtui.engine.model.loading.safeload import file_size, iter_tensors, load_file
+from memtui.engine.model.loading.safeload import file_size
 
 SHOW = 5  # mismatching keys named in an error message
 
@@ -35,60 +35,12 @@ class _Plan:
     reshaped: int = 0
 
 
-def _flat(obj: object) -> dict[str, torch.Tensor]:
-    return dict(iter_tensors(K.unwrap(obj)))
-
-
-def _read_files(files: list[Path]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for f in files:
-        out.update(_flat(load_file(f)))
-    return out
-
-
-def _adapter_error(p: Probe) -> UnsupportedCheckpointError:
-    if p.kind is CheckpointKind.SPM:
-        meta = ", ".join(f"{k}={v}" for k, v in p.metadata.items() if k in ("rank", "alpha")) or "LoRA keys"
-        return UnsupportedCheckpointError(
-            f"SPM adapters are not supported yet: {p.path} is a LoRA-style adapter ({meta}). Merge it "
-            "into the UNet weights and save the merged UNet state dict (diffusers keys) to load it "
-            "as a full UNet checkpoint.")
-    return UnsupportedCheckpointError(
-        f"Receler erasers are not supported yet: {p.path} holds eraser adapters injected after each "
-        "cross-attention (eraser_config.json); they are not plain UNet weights and cannot be loaded.")
-
-
 def _collect(p: Probe, pipe: SDPipeline, warnings: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """Component name -> state dict in the base modules' key conventions."""
-    kind = p.kind
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    if kind in (CheckpointKind.PIPELINE, CheckpointKind.UNET_FOLDER, CheckpointKind.TEXT_ENCODER_FOLDER):
-        for comp, files in p.files.items():
-            if not files:
-                raise UnsupportedCheckpointError(f"{p.path}: the {comp} folder holds no weight file")
-            parts[comp] = _read_files(files)
-    elif kind in (CheckpointKind.UNET_FULL, CheckpointKind.UNET_PARTIAL):
-        parts["unet"] = _flat(p.raw) if p.raw is not None else _read_files([p.path])
-    elif kind is CheckpointKind.TEXT_ENCODER:
-        parts["text_encoder"] = _flat(p.raw) if p.raw is not None else _read_files([p.path])
-    elif kind is CheckpointKind.DELTA:
-        inner = K.unwrap(p.raw)
-        for g in K.DELTA_GROUPS:
-            if isinstance(inner.get(g), dict) and inner[g]:
-                parts[g] = dict(iter_tensors(inner[g]))
-        other = [k for k in inner if k not in K.DELTA_GROUPS]
-        if other:
-            warnings.append(f"ignored top-level entries of the delta dict: {', '.join(map(str, other))}")
-    elif kind is CheckpointKind.COMPVIS:
-        sd = _flat(p.raw) if p.raw is not None else _read_files([p.path])
-        groups = compvis.split_ldm(sd)
-        if groups["unet"]:
-            parts["unet"] = compvis.convert_unet(groups["unet"], dict(pipe.unet.config), warnings)
-        if groups["text_encoder"]:
-            parts["text_encoder"] = compvis.convert_text_encoder(groups["text_encoder"])
-        if groups["vae"]:
-            warnings.append(f"the checkpoint's VAE ({len(groups['vae'])} first_stage_model.* tensors) was "
-                            "not loaded: erasure methods leave the VAE unchanged; the base VAE is used")
+    """Component name -> state dict in the base modules' key conventions (the kind's reader, then
+    the key normalisation every kind shares)."""
+    read = BY_NAME[p.kind.value].read
+    assert read is not None, "load_ablated refuses unloadable kinds first"
+    parts = read(p, pipe, warnings)
     modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
     for comp in list(parts):
         mkeys = set(modules[comp].state_dict())
@@ -165,8 +117,10 @@ def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
     for pickles that need code."""
     path = resolve_checkpoint_path(path)
     p = probe(path, set(pipe.unet.state_dict()))
-    if p.kind in ADAPTER_KINDS:
-        raise _adapter_error(p)
+    kind = BY_NAME[p.kind.value]
+    if kind.read is None:
+        raise UnsupportedCheckpointError(kind.unsupported(p) if kind.unsupported else
+                                         f"{p.path}: {kind.summary} cannot be loaded yet")
     warnings: list[str] = []
     parts = _collect(p, pipe, warnings)
     modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
