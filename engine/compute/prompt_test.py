@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from memtui.engine.demo.sampling import generate_images
+from memtui.engine.core.tensors import to_uint8
 from memtui.engine.detectors.base import Detector
+from memtui.engine.diffusion.ddim import generate_images
 from memtui.engine.model.pipeline import SDPipeline
 
 __all__ = ["prompt_test", "concept_prompt"]
@@ -47,8 +47,7 @@ def prompt_test(base_pipe: SDPipeline, erased_pipe: SDPipeline, concepts: Sequen
             if cancel is not None and cancel.is_set():
                 raise InterruptedError("prompt test cancelled")
             x = generate_images(pipe, concept_prompt(c), n, seed + 1000 * ci, steps, guidance)
-            arr = np.clip(np.rint((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
-            imgs = [Image.fromarray(a) for a in arr]
+            imgs = [Image.fromarray(a) for a in to_uint8(x)]
             if out_dir is not None:
                 d = Path(out_dir) / m / c
                 d.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | Non
     Skipped (summary returned as is) when the summary already holds a prompt test with the same n."""
     import torch
 
-    from memtui.engine.compute.concept import resolve_device
+    from memtui.engine.core.device import resolve_device
     from memtui.engine.compute.prompt_test import prompt_test
     from memtui.engine.detectors.demo import load as load_detector
     from memtui.engine.model.loading import load_ablated, load_base

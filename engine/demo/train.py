@@ -28,12 +28,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from memtui.engine.detectors.demo import ShapeNet, DemoDetector, save as save_classifier
-from memtui.engine.model.pipeline import SDPipeline
-from memtui.engine.model.schedule import SD14_DDIM_CONFIG
-from memtui.engine.testkit import save_pipeline
-from memtui.engine.model.tokenizer import build_word_tokenizer
+from memtui.engine.core.tensors import uint8_to_tensor
 from memtui.engine.demo.world import SHAPES, WORDS, generate
+from memtui.engine.detectors.demo import DemoDetector, ShapeNet, save as save_classifier
+from memtui.engine.diffusion.ddim import generate_images
+from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.model.loading import save_pipeline
+from memtui.engine.model.schedule import SD14_DDIM_CONFIG, make_ddim
+from memtui.engine.model.tokenizer import build_word_tokenizer
 
 STAGES = ("vae", "classifier", "unet", "esd")
 DEFAULTS: dict[str, Any] = {
@@ -48,11 +50,6 @@ DEFAULTS: dict[str, Any] = {
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def to_tensor(imgs: np.ndarray) -> torch.Tensor:
-    """uint8 ``[B, H, W, 3]`` -> float32 ``[B, 3, H, W]`` in [-1, 1]."""
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,7 +94,7 @@ def make_unet_and_text(context: int) -> tuple[UNet2DConditionModel, CLIPTextMode
 def stage_vae(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     imgs, _, _ = generate(cfg["n_train"], seed)
-    x_all = to_tensor(imgs)
+    x_all = uint8_to_tensor(imgs)
     vae = make_vae().train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"], weight_decay=0.0)
     rng = np.random.default_rng(seed + 11)
@@ -117,7 +114,7 @@ def stage_vae(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             log(f"vae step {step}/{n} loss {ema_loss:.5f} ({time.time() - t0:.0f}s)")
     vae.eval().requires_grad_(False)
     val, _, _ = generate(512, seed + 1000)
-    xv = to_tensor(val)
+    xv = uint8_to_tensor(val)
     with torch.no_grad():
         lat = torch.cat([vae.encode(b).latent_dist.mean for b in x_all[:4096].split(512)])
         recv = vae.decode(vae.encode(xv).latent_dist.mean).sample
@@ -140,7 +137,7 @@ def stage_classifier(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any
     vae = AutoencoderKL.from_pretrained(out / "stage_vae").eval().requires_grad_(False)
     t0 = time.time()
     imgs, labels, _ = generate(cfg["n_cls"], seed + 1)
-    x = to_tensor(imgs)
+    x = uint8_to_tensor(imgs)
     x = torch.cat([x, _recon(vae, x)])
     y = torch.tensor([SHAPES.index(s) for s in labels] * 2)
     model = ShapeNet(len(SHAPES), cfg["cls_width"])
@@ -160,7 +157,7 @@ def stage_classifier(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any
             log(f"classifier step {step}/{n} loss {loss.item():.4f}")
     det = DemoDetector(model, SHAPES)
     vi, vl, _ = generate(1000, seed + 2000)
-    xv = to_tensor(vi)
+    xv = uint8_to_tensor(vi)
     yv = torch.tensor([SHAPES.index(s) for s in vl])
     acc_clean = float((det.scores_tensor(xv).argmax(1) == yv).float().mean())
     acc_rec = float((det.scores_tensor(_recon(vae, xv)).argmax(1) == yv).float().mean())
@@ -174,8 +171,6 @@ def stage_classifier(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any
 def prompt_rates(pipe: SDPipeline, det: DemoDetector, n: int, steps: int, guidance: float,
                  seed: int) -> dict[str, dict[str, float]]:
     """For each shape prompt "a <shape>": fraction of ``n`` samples classified as each shape."""
-    from memtui.engine.demo.sampling import generate_images
-
     rates = {}
     for s in SHAPES:
         x = generate_images(pipe, f"a {s}", n, seed, steps, guidance)
@@ -193,7 +188,7 @@ def stage_unet(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     det = load_det(out / "ship")
     t0 = time.time()
     imgs, _, caps = generate(cfg["n_train"], seed + 3)
-    x = to_tensor(imgs)
+    x = uint8_to_tensor(imgs)
     sf = float(vae.config.scaling_factor)
     with torch.no_grad():
         lat = torch.cat([vae.encode(b).latent_dist.mean for b in x.split(512)]) * sf
@@ -254,8 +249,7 @@ def stage_unet(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_ac() -> np.ndarray:
-    from memtui.engine.model.schedule import make_ddim
-
+    """SD 1.4's ``alphas_cumprod`` ``[1000]`` float32 (the training noise schedule)."""
     return make_ddim(SD14_DDIM_CONFIG).alphas_cumprod.float().numpy()
 
 

@@ -35,8 +35,6 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
-_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                  "prediction_type")
 DEFAULT_SAMPLER = "lms"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
@@ -47,25 +45,16 @@ def make_sampler(name: str, scheduler_config: dict[str, Any] | None = None) -> A
     schedule of ``scheduler_config`` (a pipeline's scheduler config); ValueError for unknown names."""
     import diffusers
 
+    from memtui.engine.model.schedule import noise_schedule
+
     key = name.lower().replace("-", "_")
     if key not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
     cls_name, extra = SAMPLERS[key]
     cfg: dict[str, Any] = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                            "beta_schedule": "scaled_linear"}
-    if scheduler_config:
-        cfg.update({k: scheduler_config[k] for k in _SCHEDULE_KEYS
-                    if k in scheduler_config and scheduler_config[k] is not None})
+    cfg.update(noise_schedule(scheduler_config))  # the noise schedule only: steps_offset etc. stay the sampler's
     return getattr(diffusers, cls_name)(**cfg, **extra)
-
-
-def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int]) -> "torch.Tensor":
-    """Unscaled initial latents float32 ``[B, C, h, w]`` on CPU, row ``i`` drawn from
-    ``torch.Generator().manual_seed(seeds[i])`` (the official CPU draw)."""
-    import torch
-
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                        for s in seeds])
 
 
 def sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int],
@@ -90,6 +79,9 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
     import numpy as np
     import torch
 
+    from memtui.engine.diffusion.guidance import guided_eps
+    from memtui.engine.diffusion.noise import item_generators, noise_from_generators
+
     n = len(prompts)
     if n == 0:
         raise ValueError("sample() needs at least one prompt")
@@ -107,24 +99,22 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
         raise ValueError(f"image size {width}x{height} must be a multiple of {f}")
     scheduler = make_sampler(sampler, pipe.scheduler_config)
     scheduler.set_timesteps(steps)
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    shape = (pipe.latent_channels, height // f, width // f)
-    latents = torch.stack([torch.randn(shape, generator=gen) for gen in gens])
+    gens = item_generators(seeds)  # one per row: the initial noise, then the ancestral samplers' draws
+    latents = noise_from_generators(gens, (pipe.latent_channels, height // f, width // f))
     latents = latents.to(pipe.device) * scheduler.init_noise_sigma
     ancestral = "generator" in inspect.signature(scheduler.step).parameters
 
-    emb = pipe.encode_prompts([negative_prompt] * n + list(prompts))
+    uncond, cond = pipe.encode_prompts([negative_prompt] * n + list(prompts)).split(n)
     gscale = torch.tensor(g, dtype=torch.float32, device=pipe.device).view(n, 1, 1, 1)
     for t in scheduler.timesteps:
-        zin = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        eps_u, eps_c = pipe.eps(zin, t, emb).chunk(2)
-        eps = eps_u + gscale * (eps_c - eps_u)
+        zin = scheduler.scale_model_input(latents, t)  # elementwise: the same on the doubled batch
+        eps = guided_eps(pipe, zin, t, cond, gscale, uncond)
         kw: dict[str, Any] = {"generator": gens} if ancestral else {}
         latents = scheduler.step(eps, t, latents, **kw).prev_sample.float()
-    images = pipe.decode_latents(latents)
-    x = (images / 2 + 0.5).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    from memtui.engine.core.tensors import to_uint8
+
+    return to_uint8(pipe.decode_latents(latents))
 
 
 __all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
-           "make_sampler", "initial_noise", "sample"]
+           "make_sampler", "sample"]

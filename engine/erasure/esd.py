@@ -1,8 +1,8 @@
 """ESD concept erasure (Gandikota et al., "Erasing Concepts from Diffusion Models", ICCV 2023) for
 any :class:`SDPipeline`.
 
-Each step draws a seed, runs the *model being edited* with the erased prompt (DDIM, guidance
-``start_guidance``) to a random timestep ``t`` of a ``ddim_steps`` schedule, and regresses its
+Each step draws a seed, runs the *model being edited* with the erased prompt (the shared DDIM
+sampler, guidance ``start_guidance``) to a random timestep ``t`` of a ``ddim_steps`` schedule, and regresses its
 conditional noise prediction for the erased prompt onto the frozen model's
 ``eps_uncond - eta * (eps_cond - eps_uncond)`` at that latent. Parameter sets (diffusers names):
 
@@ -18,9 +18,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from memtui.engine.demo.sampling import ddim_sample
+from memtui.engine.diffusion.ddim import ddim_sample
+from memtui.engine.diffusion.guidance import combine
+from memtui.engine.diffusion.noise import noise_from_generator
 from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import timesteps
+
+__all__ = ["PARAM_SETS", "esd_param_names", "esd_target", "esd_erase"]
 
 PARAM_SETS = ("xattn", "noxattn", "full")
 
@@ -46,7 +50,7 @@ def esd_target(frozen: torch.nn.Module, z: torch.Tensor, t: int | torch.Tensor, 
         e = frozen(torch.cat([z, z]), t, encoder_hidden_states=torch.cat(
             [uncond.expand(b, -1, -1), cond.expand(b, -1, -1)])).sample.float()
     eu, ec = e.chunk(2)
-    return eu - eta * (ec - eu)
+    return combine(eu, ec, -eta)
 
 
 def esd_erase(pipe: SDPipeline, concept_prompt: str, steps: int = 100, lr: float = 5e-4, eta: float = 1.0,
@@ -73,9 +77,9 @@ def esd_erase(pipe: SDPipeline, concept_prompt: str, steps: int = 100, lr: float
     try:
         for i in range(steps):
             k = int(torch.randint(0, ddim_steps, (1,), generator=g))
-            z = torch.randn((batch_size, *pipe.latent_shape()), generator=g, dtype=torch.float32)
+            z = noise_from_generator(g, batch_size, pipe.latent_shape())
             unet.eval()
-            z_t = ddim_sample(pipe, z, cond, uncond, ddim_steps, start_guidance, stop=k).detach()
+            z_t = ddim_sample(pipe, z, cond, ddim_steps, start_guidance, uncond_emb=uncond, stop=k).detach()
             t = ts[k]
             target = esd_target(frozen, z_t, t, cond, uncond, eta)
             unet.train()

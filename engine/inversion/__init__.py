@@ -1,17 +1,35 @@
-"""Diffusion inversion and reconstruction over batches: DDIM, ReNoise (official configuration) and
-null-text inversion (paper and official modes), plus the one-call API used by the run layer."""
+"""Diffusion inversion and reconstruction over batches: the method registry (DDIM, ReNoise in the
+official configuration, null-text inversion in paper and official modes; one module each under
+``methods/``), the one-call API used by the run layer, and VAE decoder inversion (``decoder``).
+
+Torch-free at import: the names below are loaded on first use, so ``registry.method_names()`` and
+option validation never import torch.
+"""
 from __future__ import annotations
 
-from memtui.engine.inversion.api import InversionConfig, InversionOutput, decode, invert_images, invert_latents
-from memtui.engine.inversion.ddim import (ddim_invert, ddim_move, ddim_sample, ddim_trajectory, ddim_trajectory_t1, empty_embedding,
-                   guided_eps)
-from memtui.engine.inversion.nti import NTIResult, nti_invert
-from memtui.engine.inversion.renoise import (RenoiseConfig, autocorr_loss, draw_rolls, patch_kl, regularize, renoise_invert,
-                      renoise_step)
+import importlib
+from typing import Any
 
-__all__ = [
-    "InversionConfig", "InversionOutput", "invert_images", "invert_latents", "decode",
-    "ddim_invert", "ddim_sample", "ddim_move", "ddim_trajectory", "ddim_trajectory_t1", "empty_embedding",
-    "guided_eps", "NTIResult", "nti_invert", "RenoiseConfig", "renoise_invert", "regularize", "patch_kl",
-    "autocorr_loss", "draw_rolls", "renoise_step",
-]
+_EXPORTS = {
+    "InversionConfig": "config", "InversionOutput": "api", "invert_images": "api", "invert_latents": "api",
+    "decode": "api", "method_names": "registry", "inversion_problems": "config", "DEFAULT_METHOD": "registry",
+    "get_method": "registry", "register": "registry", "InversionMethod": "base", "Inverted": "base",
+    "ddim_invert": "ddim", "ddim_trajectory": "ddim", "ddim_trajectory_t1": "ddim",
+    "NTIResult": "nti", "nti_invert": "nti", "NTIOptions": "methods.nti", "DDIMOptions": "methods.ddim",
+    "RenoiseOptions": "methods.renoise", "RenoiseConfig": "methods.renoise", "renoise_invert": "renoise",
+    "regularize": "renoise", "patch_kl": "renoise", "autocorr_loss": "renoise", "draw_rolls": "renoise",
+    "renoise_step": "renoise",
+    # the shared DDIM sampler and guidance helpers (memtui.engine.diffusion), re-exported for callers
+    "ddim_sample": "memtui.engine.diffusion.ddim", "ddim_step": "memtui.engine.diffusion.ddim",
+    "empty_embedding": "memtui.engine.diffusion.guidance", "guided_eps": "memtui.engine.diffusion.guidance",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    target = module if module.startswith("memtui.") else f"{__name__}.{module}"
+    return getattr(importlib.import_module(target), name)

@@ -28,6 +28,7 @@ import torch
 from memtui.engine.data.images import to_uint8
 from memtui.engine.metrics import psnr_batch
 from memtui.engine.model.pipeline import SDPipeline
+from memtui.engine.core.cancel import is_cancelled
 
 # Official SIB call: DecInv(..., scales=(1, 0, 0)) — plain MSE, no regularisation.
 DEFAULT_LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 0.0, 0.0)
@@ -56,17 +57,6 @@ class DecoderInversionResult:
     psnr: np.ndarray
     images: torch.Tensor
     history: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-
-
-def is_cancelled(cancel: Any) -> bool:
-    """True when ``cancel`` (None, a ``threading.Event``-like object or a zero-arg callable) is set."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    if callable(cancel):
-        return bool(cancel())
-    return bool(cancel)
 
 
 def _item_losses(pipe: SDPipeline, z: torch.Tensor, target01: torch.Tensor, weights: tuple[float, float, float],

@@ -5,7 +5,7 @@
 optimises the null embedding, initialised from the previous step's, for up to ``inner_steps`` steps
 on ``MSE(DDIM_step_CFG(z_t; ∅_t), z*_{t−1})``, stopping early once the loss (measured before the
 update) is below ``early_stop + i·2e-5``; then the latent is stepped with CFG and the optimised
-embedding. Reconstruct with ``ddim_sample(z_T, emb, guidance=7.5, null_embs=...)``.
+embedding. Reconstruct with ``ddim_sample(z_T, emb, guidance=7.5, null_embs=...)`` (:mod:`memtui.engine.diffusion.ddim`).
 
 ``mode="official"`` (spec §0.4, ``src/nti.py``): the clean latent is taken as the t=1 latent and
 inverted 49 steps with eps at the current timestep (:func:`ddim_trajectory_t1`); one Adam with a
@@ -19,13 +19,19 @@ paper mode items that stopped early are frozen, so B items equal B single runs.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from memtui.engine.diffusion.ddim import Progress, check_latents, ddim_step, schedule
+from memtui.engine.diffusion.guidance import combine, empty_embedding
+from memtui.engine.inversion.ddim import ddim_trajectory, ddim_trajectory_t1
+from memtui.engine.inversion.methods.nti import NTI_MODES
 from memtui.engine.model.pipeline import SDPipeline
-from memtui.engine.inversion.ddim import (Progress, _check, alpha, alpha_before, ddim_move, ddim_trajectory, ddim_trajectory_t1,
-                   empty_embedding, schedule)
+from memtui.engine.model.schedule import alpha, alpha_prev
+
+__all__ = ["NTIResult", "nti_invert"]
 
 
 @dataclass
@@ -53,9 +59,9 @@ def nti_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int
     ``emb [B, L, D]``; ``guidance`` is the CFG scale used while optimising. ``inner_steps`` defaults
     to 10 (paper) or ``steps`` (official, where it is forced). Progress: ``(step_done, total)`` over
     ``steps`` inversion steps then ``steps`` optimisation steps (``steps − 1`` each in official mode)."""
-    if mode not in ("paper", "official"):
+    if mode not in NTI_MODES:
         raise ValueError(f"nti mode must be 'paper' or 'official', got {mode!r}")
-    _check(z0, emb)
+    check_latents(z0, emb)
     n = steps if mode == "paper" else steps - 1
     total = 2 * n
 
@@ -74,14 +80,14 @@ def nti_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int
 
 
 def _optimise_paper(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tensor, steps: int, guidance: float,
-                    inner_steps: int, lr: float, early_stop: float, tick) -> NTIResult:
+                    inner_steps: int, lr: float, early_stop: float, tick: Callable[[int], None]) -> NTIResult:
     sched, ts = schedule(pipe, steps)
     B = emb.shape[0]
     uncond = empty_embedding(pipe, B).float().clone()
     latent = traj[-1]
     nulls, losses = [], []
     for i, t in enumerate(ts):
-        a_t, a_p = alpha(sched, t), alpha_before(sched, t, steps)
+        a_t, a_p = alpha(sched, t), alpha_prev(sched, t, steps)
         target = traj[steps - 1 - i]
         with torch.no_grad():
             e_c = pipe.eps(latent, t, emb)
@@ -96,8 +102,8 @@ def _optimise_paper(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tenso
             dev_idx = idx.to(latent.device)
             with torch.enable_grad():
                 e_u = pipe.eps(latent[dev_idx], t, param[dev_idx])
-                e = e_u + guidance * (e_c[dev_idx] - e_u)
-                loss = _mse(ddim_move(latent[dev_idx], e, a_t, a_p), target[dev_idx])
+                e = combine(e_u, e_c[dev_idx], guidance)
+                loss = _mse(ddim_step(latent[dev_idx], e, a_t, a_p), target[dev_idx])
                 opt.zero_grad()
                 loss.sum().backward()
             frozen = ~active
@@ -113,14 +119,14 @@ def _optimise_paper(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tenso
         losses.append(last.clone())
         with torch.no_grad():  # step with the optimised embedding (e_c is unchanged: reuse it)
             e_u = pipe.eps(latent, t, uncond)
-            latent = ddim_move(latent, e_u + guidance * (e_c - e_u), a_t, a_p)
+            latent = ddim_step(latent, combine(e_u, e_c, guidance), a_t, a_p)
         tick(i + 1)
     return NTIResult(z_T=traj[-1], null_embs=torch.stack(nulls), guidance=guidance, stop_at_t1=False,
                      losses=torch.stack(losses))
 
 
 def _optimise_official(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tensor, steps: int, guidance: float,
-                       inner_steps: int, lr: float, tick) -> NTIResult:
+                       inner_steps: int, lr: float, tick: Callable[[int], None]) -> NTIResult:
     sched, ts = schedule(pipe, steps)
     B = emb.shape[0]
     param = empty_embedding(pipe, B).float().clone().requires_grad_(True)
@@ -128,7 +134,7 @@ def _optimise_official(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Te
     latent = traj[-1]
     nulls, losses = [], []
     for i, t in enumerate(ts[:-1]):
-        a_t, a_p = alpha(sched, t), alpha_before(sched, t, steps)
+        a_t, a_p = alpha(sched, t), alpha_prev(sched, t, steps)
         target = traj[steps - 2 - i]
         with torch.no_grad():
             e_c = pipe.eps(latent, t, emb)
@@ -137,7 +143,7 @@ def _optimise_official(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Te
         for _ in range(inner_steps):
             with torch.enable_grad():
                 e_u = pipe.eps(latent, t, param)
-                pred = ddim_move(latent, e_u + guidance * (e_c - e_u), a_t, a_p)
+                pred = ddim_step(latent, combine(e_u, e_c, guidance), a_t, a_p)
                 loss = _mse(pred, target)
                 loss.sum().backward()
             opt.step()

@@ -14,76 +14,20 @@ official order (outer step, AC roll, channel, pyramid level); every item sees th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
+from memtui.engine.diffusion.ddim import Progress, check_latents, ddim_step, schedule
+from memtui.engine.diffusion.noise import repeated_generators
+from memtui.engine.inversion.methods.renoise import RenoiseConfig, RenoiseOptions
 from memtui.engine.model.pipeline import SDPipeline
-from memtui.engine.inversion.ddim import Progress, _check, alpha, alpha_before, ddim_move, schedule
+from memtui.engine.model.schedule import alpha, alpha_prev
+
+__all__ = ["OFFICIAL_SEED", "RenoiseOptions", "RenoiseConfig", "pyramid_sizes", "draw_rolls", "patch_kl",
+           "autocorr_loss", "regularize", "consume_reg_draws", "renoise_step", "renoise_invert"]
 
 OFFICIAL_SEED = 42
-
-
-@dataclass
-class RenoiseConfig:
-    """ReNoise knobs with the official run's values (``RunConfig`` + the drivers' overrides)."""
-
-    num_renoise_steps: int = 5                          # K (official default 9, overridden to 5)
-    max_num_renoise_steps_first_step: int = 5           # K is capped to this for t < first_step_max_timestep
-    first_step_max_timestep: int = 250                  # "first steps": t < 250
-    average_latent_estimations: bool = True
-    average_first_step_range: tuple[int, int] = (0, 5)  # iterates i in [0, 5) averaged for t < 250
-    average_step_range: tuple[int, int] = (8, 10)       # for t >= 250: never reached with K = 5
-    noise_regularization: bool = True
-    lambda_kl: float = 0.065
-    lambda_ac: float = 20.0
-    num_reg_steps: int = 4
-    num_ac_rolls: int = 5
-    kl_grad_clip: float = 100.0
-    kl_patch_size: int = 4
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["average_first_step_range"] = list(self.average_first_step_range)
-        d["average_step_range"] = list(self.average_step_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RenoiseConfig":
-        """Build from a dict (e.g. JSON); unknown keys or bad values raise ValueError."""
-        if not isinstance(d, dict):
-            raise ValueError(f"renoise config must be a mapping, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown renoise option(s): {', '.join(unknown)}")
-        kw = dict(d)
-        for key in ("average_first_step_range", "average_step_range"):
-            if key in kw:
-                v = kw[key]
-                if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v)):
-                    raise ValueError(f"{key} must be two integers [lo, hi), got {v!r}")
-                kw[key] = (int(v[0]), int(v[1]))
-        cfg = cls(**kw)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        for name in ("num_renoise_steps", "max_num_renoise_steps_first_step", "num_reg_steps", "num_ac_rolls",
-                     "first_step_max_timestep"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        for name in ("lambda_kl", "lambda_ac", "kl_grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        for name in ("average_latent_estimations", "noise_regularization"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false")
-        if isinstance(self.kl_patch_size, bool) or not isinstance(self.kl_patch_size, int) or self.kl_patch_size < 2:
-            raise ValueError(f"kl_patch_size must be an integer >= 2, got {self.kl_patch_size!r}")
 
 
 # --------------------------------------------------------------------------- noise regularisation
@@ -95,7 +39,7 @@ def pyramid_sizes(side: int) -> list[int]:
     return sizes
 
 
-def draw_rolls(generators: Sequence[torch.Generator], cfg: RenoiseConfig, channels: int, side: int) -> torch.Tensor:
+def draw_rolls(generators: Sequence[torch.Generator], cfg: RenoiseOptions, channels: int, side: int) -> torch.Tensor:
     """Roll amounts for one ``Reg`` call, ``[B, num_reg_steps, num_ac_rolls, C, levels]`` int64 (CPU),
     drawn per item in the official order. Each draw is ``randint(0, size // 2)`` for the level's size.
     Empty along dim 1 when the AC term is off (no draws, as the official code)."""
@@ -157,7 +101,7 @@ def autocorr_loss(e: torch.Tensor, rolls: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def regularize(e: torch.Tensor, e_opt: torch.Tensor, cfg: RenoiseConfig,
+def regularize(e: torch.Tensor, e_opt: torch.Tensor, cfg: RenoiseOptions,
                generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Noise regularisation ``Reg`` of a batch of noise predictions ``e [B, C, h, w]`` toward the
     reference ``e_opt``; ``num_reg_steps`` times: a KL step ``e −= λ_kl·clip(∂KL/∂e, ±clip)``, then
@@ -181,25 +125,20 @@ def regularize(e: torch.Tensor, e_opt: torch.Tensor, cfg: RenoiseConfig,
     return e
 
 
-def consume_reg_draws(generators: Sequence[torch.Generator], cfg: RenoiseConfig, channels: int, side: int) -> None:
+def consume_reg_draws(generators: Sequence[torch.Generator], cfg: RenoiseOptions, channels: int, side: int) -> None:
     """Advance each generator exactly as one ``Reg`` call would, without computing it."""
     draw_rolls(generators, cfg, channels, side)
 
 
 # --------------------------------------------------------------------------- inversion
-def default_generators(batch: int, seed: int = OFFICIAL_SEED) -> list[torch.Generator]:
-    """One CPU generator per item, each seeded with ``seed`` (the official code re-seeds 42 per image)."""
-    return [torch.Generator("cpu").manual_seed(seed) for _ in range(batch)]
-
-
 @torch.no_grad()
 def renoise_step(pipe: SDPipeline, z_prev: torch.Tensor, z0: torch.Tensor, emb: torch.Tensor, t: int,
-                 a_prev: float, a_t: float, cfg: RenoiseConfig, generators: Sequence[torch.Generator],
+                 a_prev: float, a_t: float, cfg: RenoiseOptions, generators: Sequence[torch.Generator],
                  emb2: torch.Tensor | None = None) -> torch.Tensor:
     """One ReNoise inversion step ``z_prev -> z_t`` (float32 ``[B, C, h, w]``) at timestep ``t``
     between noise levels ``a_prev`` and ``a_t`` (alphas_cumprod); ``z0`` is the clean latent whose
     prediction ``e_opt = eps(z0, t, c)`` is the regularisation reference (official quirk: the
-    identity ``add_noise``). Follows the official control flow for any :class:`RenoiseConfig`."""
+    identity ``add_noise``). Follows the official control flow for any :class:`RenoiseOptions`."""
     B, C, _, side = z_prev.shape
     first = t < cfg.first_step_max_timestep
     lo, hi = cfg.average_first_step_range if first else cfg.average_step_range
@@ -228,21 +167,21 @@ def renoise_step(pipe: SDPipeline, z_prev: torch.Tensor, z0: torch.Tensor, emb: 
             avg = e.clone() if avg is None else j * avg / (j + 1) + e / (j + 1)
         if reg_here(i):
             e = regularize(e, e_opt, cfg, generators)
-        zi = ddim_move(z_prev, e, a_prev, a_t)
+        zi = ddim_step(z_prev, e, a_prev, a_t)
     if final_avg and avg is not None:
         if cfg.noise_regularization:
             avg = regularize(avg, e_opt, cfg, generators)
-        zi = ddim_move(z_prev, avg, a_prev, a_t)
+        zi = ddim_step(z_prev, avg, a_prev, a_t)
     return zi
 
 
 @torch.no_grad()
 def renoise_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int = 50,
-                   config: RenoiseConfig | None = None, generators: Sequence[torch.Generator] | None = None,
+                   config: RenoiseOptions | None = None, generators: Sequence[torch.Generator] | None = None,
                    progress: Progress | None = None) -> torch.Tensor:
     """ReNoise seeds ``z_T [B, C, h, w]`` (float32) of scaled latents ``z0`` with embeddings
     ``emb [B, L, D]`` (conditional only), exactly the official algorithm (spec §0.3), one
-    :func:`renoise_step` per timestep 1, 21, …, 981. ``config`` defaults to ``RenoiseConfig()``;
+    :func:`renoise_step` per timestep 1, 21, …, 981. ``config`` defaults to ``RenoiseOptions()``;
     ``generators``: one CPU generator per item for the AC roll draws (default: fresh ones seeded 42).
 
     The reference ``e_opt = eps(z0, t, c)`` is computed in the same UNet pass as ``e_0`` whenever
@@ -251,11 +190,11 @@ def renoise_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps:
     ``Reg``'s draws are still taken, so results and generator state equal the official code's. Cost
     with defaults: 6 UNet evaluations per step (for t < 250: 5 iterates + ``e_opt``). Progress:
     ``(step_done, steps)``."""
-    cfg = config or RenoiseConfig()
+    cfg = config or RenoiseOptions()
     cfg.validate()
-    _check(z0, emb)
+    check_latents(z0, emb)
     B = z0.shape[0]
-    gens = list(generators) if generators is not None else default_generators(B)
+    gens = list(generators) if generators is not None else repeated_generators(B, OFFICIAL_SEED)
     if len(gens) != B:
         raise ValueError(f"need one generator per item ({B}), got {len(gens)}")
     sched, ts = schedule(pipe, steps)
@@ -263,7 +202,7 @@ def renoise_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps:
     emb2 = torch.cat([emb, emb])
     z = z0
     for k, t in enumerate(reversed(ts)):
-        z = renoise_step(pipe, z, z0, emb, t, alpha_before(sched, t, steps), alpha(sched, t), cfg, gens, emb2)
+        z = renoise_step(pipe, z, z0, emb, t, alpha_prev(sched, t, steps), alpha(sched, t), cfg, gens, emb2)
         if progress is not None:
             progress(k + 1, steps)
     return z

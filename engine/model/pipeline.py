@@ -110,20 +110,18 @@ class SDPipeline:
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
     # ------------------------------------------------------------------ VAE
-    def encode_images(self, images: torch.Tensor, sample: bool = False,
-                      generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latents ``[B, C, h, w]`` (float32) of images ``[B, 3, H, W]`` in [-1, 1]: the
-        posterior mean, or with ``sample=True`` one posterior sample per item drawn from its own
-        CPU generator (the official ReNoise path, spec §0.3 step 2)."""
+        posterior mean, or with standard-normal ``noise [B, C, h, w]`` the posterior sample
+        ``mean + std·noise`` (the official ReNoise path draws it per item from a seeded CPU generator,
+        spec §0.3 step 2: :func:`memtui.engine.diffusion.noise.noise_from_generators`)."""
         with torch.no_grad():
             dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
         mean, std = dist.mean.float(), dist.std.float()
-        if sample:
-            if generators is None or len(generators) != images.shape[0]:
-                raise ValueError("sample=True needs one generator per image")
-            noise = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=torch.float32)
-                                 for g in generators]).to(mean.device)
-            mean = mean + std * noise
+        if noise is not None:
+            if tuple(noise.shape) != tuple(mean.shape):
+                raise ValueError(f"noise must have the latents' shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
+            mean = mean + std * noise.to(mean.device, torch.float32)
         return mean * self.scaling_factor
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler
 
+__all__ = ["SD14_DDIM_CONFIG", "SCHEDULE_KEYS", "noise_schedule", "make_ddim", "timesteps", "alpha", "alpha_prev"]
+
 SD14_DDIM_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -23,18 +25,26 @@ SD14_DDIM_CONFIG: dict[str, Any] = {
     "timestep_spacing": "leading",
 }
 
-# Keys of a pipeline's scheduler config that define the noise schedule; everything else
-# (class name, PNDM-only options) is ignored when a DDIM scheduler is built from it.
-_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                  "steps_offset", "prediction_type")
+# The keys of a pipeline's scheduler config that define its noise schedule (the one list). Everything
+# else (class name, PNDM-only options, timestep spacing) belongs to a sampler, not to the model.
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                 "prediction_type")
+
+
+def noise_schedule(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The noise-schedule entries (:data:`SCHEDULE_KEYS`) of a scheduler ``config`` that are set."""
+    return {k: config[k] for k in SCHEDULE_KEYS if k in config and config[k] is not None} if config else {}
 
 
 def make_ddim(config: dict[str, Any] | None = None) -> DDIMScheduler:
-    """A DDIM scheduler with the schedule of ``config`` (a pipeline's scheduler config) or SD 1.4's,
-    forced to ``clip_sample=False``, ``set_alpha_to_one=False``, "leading" spacing, eta 0."""
+    """A DDIM scheduler with the noise schedule of ``config`` (a pipeline's scheduler config) or
+    SD 1.4's, forced to ``clip_sample=False``, ``set_alpha_to_one=False``, "leading" spacing, eta 0.
+    The timestep grid also follows the model's ``steps_offset`` (1 for SD 1.x: 981..1, not 980..0),
+    as the official code builds DDIM from the model's own scheduler config."""
     cfg = dict(SD14_DDIM_CONFIG)
-    if config:
-        cfg.update({k: config[k] for k in _SCHEDULE_KEYS if k in config and config[k] is not None})
+    cfg.update(noise_schedule(config))
+    if config and config.get("steps_offset") is not None:
+        cfg["steps_offset"] = config["steps_offset"]
     cfg.update(clip_sample=False, set_alpha_to_one=False, timestep_spacing="leading")
     return DDIMScheduler(**cfg)
 
@@ -47,10 +57,14 @@ def timesteps(scheduler: DDIMScheduler, steps: int) -> torch.Tensor:
     return scheduler.timesteps.clone()
 
 
-def alpha_prev(scheduler: DDIMScheduler, t: int, steps: int) -> torch.Tensor:
-    """alphas_cumprod of the timestep one DDIM stride before ``t`` (``alphas_cumprod[0]`` at the
-    first step, since ``set_alpha_to_one=False``). Scalar fp64 tensor."""
+def alpha(scheduler: DDIMScheduler, t: int) -> float:
+    """``alphas_cumprod[t]`` as a Python float (computed in float64)."""
+    return float(scheduler.alphas_cumprod[t].double())
+
+
+def alpha_prev(scheduler: DDIMScheduler, t: int, steps: int) -> float:
+    """alphas_cumprod of the timestep one DDIM stride before ``t`` of a ``steps``-step grid
+    (``alphas_cumprod[0]`` at the first step, since ``set_alpha_to_one=False``), as a float64 float."""
     stride = scheduler.config.num_train_timesteps // steps
     prev = t - stride
-    ac = scheduler.alphas_cumprod.double()
-    return ac[prev] if prev >= 0 else ac[0]
+    return float(scheduler.alphas_cumprod.double()[prev if prev >= 0 else 0])

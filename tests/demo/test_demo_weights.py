@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from memtui.engine.demo import DEMO_CONCEPT, demo_dir, erased_path, load_demo
-from memtui.engine.demo.sampling import generate_images
+from memtui.engine.diffusion.ddim import generate_images
 
 
 @pytest.fixture(scope="module")

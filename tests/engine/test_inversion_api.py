@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memtui.engine.inversion import (InversionConfig, RenoiseConfig, ddim_invert, ddim_sample, invert_images,
-                                     invert_latents, renoise_invert)
+from memtui.engine.diffusion.noise import noise_from_generators
+from memtui.engine.inversion import (InversionConfig, NTIOptions, RenoiseConfig, ddim_invert, ddim_sample,
+                                     invert_images, invert_latents, renoise_invert)
 
 PROMPTS = ["a red circle", "a photo of a dog"]
 
@@ -22,7 +23,7 @@ def test_renoise_encodes_a_posterior_sample_in_official_draw_order(tiny_pipe, im
     seen: list[tuple[int, int]] = []
     out = invert_images(tiny_pipe, images, PROMPTS, cfg, progress=lambda d, n: seen.append((d, n)))
     gens = [torch.Generator().manual_seed(42) for _ in range(2)]
-    z0 = tiny_pipe.encode_images(images, sample=True, generators=gens)
+    z0 = tiny_pipe.encode_images(images, noise=noise_from_generators(gens, (4, 8, 8)))
     torch.testing.assert_close(out.z_0, z0, rtol=0, atol=1e-6)
     assert float((z0 - tiny_pipe.encode_images(images)).abs().max()) > 1e-3  # a sample, not the mean
     for g in gens:  # the two unused randn draws of the img2img pipeline
@@ -52,7 +53,7 @@ def test_ddim_uses_posterior_mean_and_cfg_reconstruction(tiny_pipe, images):
 
 def test_nti_official_via_latents_is_plain_ddim(tiny_pipe):
     z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
-    cfg = InversionConfig(method="nti", nti_mode="official", steps=3)
+    cfg = InversionConfig(method="nti", options=NTIOptions(mode="official"), steps=3)
     out = invert_latents(tiny_pipe, z0, PROMPTS, cfg)
     assert out.extras["null_embs"].shape == (2, 2, 77, 32)
     emb = tiny_pipe.encode_prompts(PROMPTS)
@@ -60,10 +61,16 @@ def test_nti_official_via_latents_is_plain_ddim(tiny_pipe):
 
 
 def test_config_round_trip_and_validation():
-    cfg = InversionConfig(method="nti", steps=20, nti_mode="official", renoise=RenoiseConfig(num_renoise_steps=2))
+    cfg = InversionConfig(method="renoise", steps=20, options=RenoiseConfig(num_renoise_steps=2))
     d = cfg.to_dict()
     assert d["renoise"]["num_renoise_steps"] == 2
     assert InversionConfig.from_dict(d) == cfg
+    nti = InversionConfig(method="nti", steps=20, options=NTIOptions(mode="official"))
+    assert InversionConfig.from_dict(nti.to_dict()) == nti
+    # the keys run specs used before the registry: flat nti_* keys, a renoise table for every method
+    legacy = {"method": "nti", "steps": 20, "seed": 42, "encode": "auto", "guidance": 1.0, "nti_mode": "official",
+              "nti_guidance": 7.5, "nti_inner_steps": None, "renoise": {"num_renoise_steps": 2}}
+    assert InversionConfig.from_dict(legacy) == nti
     assert InversionConfig().resolved_encode == "sample"
     assert InversionConfig(method="nti").resolved_encode == "mean"
     for bad, msg in [({"method": "sdedit"}, "method"), ({"steps": 0}, "steps"), ({"encode": "median"}, "encode"),

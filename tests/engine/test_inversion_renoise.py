@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from memtui.engine.inversion import (RenoiseConfig, autocorr_loss, ddim_invert, ddim_trajectory, draw_rolls,
                                      patch_kl, regularize, renoise_invert, renoise_step)
-from memtui.engine.inversion.ddim import alpha, alpha_before, schedule
+from memtui.engine.diffusion.ddim import schedule
+from memtui.engine.model.schedule import alpha, alpha_prev
 
 PROMPTS = ["a red circle", "a photo of a dog"]
 PLAIN = RenoiseConfig(noise_regularization=False, average_latent_estimations=False)
@@ -153,7 +154,7 @@ def test_averaging_and_regularisation_only_below_t250(tiny_pipe, z0, emb):
     for k, t in enumerate(reversed(ts)):
         if t not in (1, 201, 301, 901):
             continue
-        a_p, a_t = alpha_before(sched, t, steps), alpha(sched, t)
+        a_p, a_t = alpha_prev(sched, t, steps), alpha(sched, t)
         z_prev = traj[k]
         official = renoise_step(tiny_pipe, z_prev, z0, emb, t, a_p, a_t, RenoiseConfig(), gens)
         z = z_prev
