@@ -12,53 +12,25 @@ from __future__ import annotations
 import math
 import os
 import platform
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from memtui.engine import metrics
+from memtui.engine.compute.inversion_items import InversionItems
+from memtui.engine.core.tensors import to_uint8
 from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
-from memtui.engine.data.images import ImageError, load_image, preprocess, to_uint8
-from memtui.engine.runs.store import RunDir, utc_now
+from memtui.engine.data.images import ImageError, load_image, preprocess
+from memtui.engine.runs.loop import Progress, run_locked
 from memtui.engine.runs.spec import RunSpec
-from memtui.engine.runs.lifecycle import load_run_model, run_locked
+from memtui.engine.runs.store import RunDir
 
 SETS = ("erased", "reference")
-EXTRA_BATCH_DIM = {"null_embs": 1, "nti_losses": 1}  # InversionOutput.extras laid out [n, B, ...]
-Progress = Callable[[int, int, dict[str, Any]], None]
 
-__all__ = ["run_concept", "select_items", "summarize_run", "is_oom", "resolve_device"]
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an accelerator out-of-memory error."""
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _empty_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and hasattr(mps, "empty_cache") and torch.backends.mps.is_available():
-        mps.empty_cache()
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``mps``, else ``cpu``; other names unchanged."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+__all__ = ["run_concept", "select_items", "summarize_run"]
 
 
 def select_items(spec: RunSpec) -> list[tuple[str, DatasetItem]]:
@@ -149,157 +121,74 @@ def summarize_run(spec: RunSpec, rd: RunDir, items: list[tuple[str, DatasetItem]
     return summary
 
 
-class _ConceptRun:
-    """State of one process working on a concept run."""
+@dataclass
+class _Job:
+    """One loaded item: its set, dataset item, preprocessed image ``x [3, H, W]`` in [-1, 1] and the
+    query pixels ``query [H, W, 3]`` uint8 (what the PSNR compares with)."""
 
-    def __init__(self, spec: RunSpec, rd: RunDir, progress: Progress | None, cancel: threading.Event | None) -> None:
-        self.spec, self.rd, self.progress, self.cancel = spec, rd, progress, cancel
-        self.pipe: Any = None
-        self.config: Any = None
-        self.batch_size = spec.batch_size
-        self.device = resolve_device(spec.device)
-        self.done = 0
-        self.total = 0
-        self.size = 0
+    set_name: str
+    item: DatasetItem
+    x: torch.Tensor
+    query: np.ndarray
 
-    # ------------------------------------------------------------------ model
-    def _ensure_model(self) -> None:
-        if self.pipe is not None:
-            return
-        self.pipe, self.config, self.size = load_run_model(self.spec, self.rd, self.device)
 
-    # ------------------------------------------------------------------ records
-    def _emit(self, rec: dict[str, Any]) -> None:
-        self.rd.append_result(rec)
-        if rec["status"] == "ok":
-            self.rd.event("item_done", item_id=rec["item_id"], set=rec["set"], psnr=rec["psnr"], nll=rec["nll"])
-        else:
-            self.rd.event("item_error", item_id=rec["item_id"], set=rec["set"], error=rec["error"])
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.total, rec)
+class _ConceptRun(InversionItems):
+    """The concept analysis on the item loop: batches of erased, then reference items."""
 
-    def _error(self, set_name: str, it: DatasetItem, msg: str) -> None:
-        self._emit({"item_id": it.item_id, "set": set_name, "prompt": it.prompt, "source": it.source,
-                    "status": "error", "error": msg, "psnr": None, "psnr_vae": None, "nll": None,
-                    "seconds": 0.0})
+    analysis = "concept"
 
-    # ------------------------------------------------------------------ inversion
-    def _invert_chunk(self, x: torch.Tensor, prompts: list[str]) -> dict[str, Any]:
-        from memtui.engine.inversion.api import invert_images
+    def plan(self) -> list[str]:
+        self.items = select_items(self.spec)
+        return [it.item_id for _, it in self.items]
 
-        out = invert_images(self.pipe, x, prompts, self.config)
-        with torch.no_grad():
-            vae_rt = self.pipe.decode_latents(out.z_0.to(self.pipe.device))
-        extras: dict[str, torch.Tensor] = {}
-        for k, v in (out.extras or {}).items():  # per-item views, batch dim moved first
-            dim = EXTRA_BATCH_DIM.get(k, 0)
-            if isinstance(v, torch.Tensor) and v.ndim > dim and v.shape[dim] == x.shape[0] and k not in ("z_0", "z_T"):
-                extras[k] = v.detach().float().cpu().movedim(dim, 0)
-        return {"z_0": out.z_0.detach().float().cpu(), "z_T": out.z_T.detach().float().cpu(),
-                "recon": to_uint8(out.images_hat), "vae": to_uint8(vae_rt), "extras": extras}
+    def _error(self, set_name: str, it: DatasetItem, msg: str) -> dict[str, Any]:
+        return self.error_record(it.item_id, set_name, it.prompt, it.source, msg, psnr_vae=None, seconds=0.0)
 
-    def _run_batch(self, batch: list[tuple[str, DatasetItem]]) -> None:
-        loaded: list[tuple[str, DatasetItem, Any]] = []
-        for set_name, it in batch:
-            try:
-                loaded.append((set_name, it, load_image(it.source, alpha=self.spec.alpha)))
-            except ImageError as e:
-                self._error(set_name, it, str(e))
-        if not loaded:
-            return
-        self._ensure_model()
-        x = torch.stack([preprocess(img, self.size, self.spec.resample) for _, _, img in loaded])
-        query = to_uint8(x)
-        start = 0
-        while start < len(loaded):
-            n = min(self.batch_size, len(loaded) - start)
-            t = time.monotonic()
-            try:
-                res = self._invert_chunk(x[start:start + n], [it.prompt for _, it, _ in loaded[start:start + n]])
-            except Exception as e:  # noqa: BLE001 - only OOM is handled, the rest propagates
-                if not is_oom(e):
-                    raise
-                _empty_cache()
-                if n == 1:
-                    s, it, _ = loaded[start]
-                    self._error(s, it, f"accelerator out of memory at batch size 1 ({type(e).__name__})")
-                    start += 1
-                    continue
-                self.batch_size = max(1, n // 2)
-                self.rd.event("progress", stage="oom", message=f"out of memory at batch size {n}; "
-                              f"retrying at {self.batch_size}", batch_size=self.batch_size)
-                continue
-            secs = (time.monotonic() - t) / n
-            for j in range(n):
-                s, it, _ = loaded[start + j]
-                self._write_item(s, it, query[start + j], res, j, secs)
-            start += n
-
-    def _write_item(self, set_name: str, it: DatasetItem, query: np.ndarray, res: dict[str, Any],
-                    j: int, secs: float) -> None:
-        iid = it.item_id
-        z_t = res["z_T"][j]
-        tensors = {"z_0": res["z_0"][j], "z_T": z_t, **{k: v[j] for k, v in res["extras"].items()}}
-        self.rd.write_latents(iid, tensors)
-        self.rd.write_image(iid, "query", query)
-        self.rd.write_image(iid, "recon", res["recon"][j])
-        self._emit({
-            "item_id": iid, "set": set_name, "prompt": it.prompt, "source": it.source,
-            "status": "ok", "error": None,
-            "psnr": metrics.psnr(query, res["recon"][j]), "psnr_vae": metrics.psnr(query, res["vae"][j]),
-            "nll": float(metrics.nll(z_t[None])[0]), "seconds": round(secs, 4),
-            "z_shape": list(z_t.shape), "latents": f"latents/{iid}.safetensors",
-            "query": f"images/{iid}.query.png", "recon": f"images/{iid}.recon.png",
-        })
-
-    # ------------------------------------------------------------------ main loop
-    def run(self) -> dict[str, Any]:
-        t0, started = time.monotonic(), utc_now()
-        items = select_items(self.spec)
-        self.total = len(items)
-        ids = {it.item_id for _, it in items}
-        done_ids = self.rd.done_ids() & ids
-        self.done = len(done_ids)
-        first = not self.rd.read_events()
-        self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
-                      batch_size=self.batch_size, device=self.device)
-        pending = [(s, it) for s, it in items if it.item_id not in done_ids]
-        for s, it in pending:
+    def groups(self, done: set[str]) -> Iterator[list[_Job]]:
+        pending = [(s, it) for s, it in self.items if it.item_id not in done]
+        for s, it in pending:  # dataset problems (no caption, bad CSV row) first
             if it.error is not None:
-                self._error(s, it, it.error)
+                self.emit(self._error(s, it, it.error))
         todo = [(s, it) for s, it in pending if it.error is None]
-        i, cancelled = 0, False
-        while i < len(todo):
-            if self.cancel is not None and self.cancel.is_set():
-                cancelled = True
-                break
-            t = time.monotonic()
-            batch = todo[i:i + self.batch_size]
-            self._run_batch(batch)
-            i += len(batch)
-            self.rd.event("progress", done=self.done, total=self.total, batch_size=self.batch_size,
-                          seconds=round(time.monotonic() - t, 3))
-        status = "cancelled" if cancelled else "finished"
-        summary = summarize_run(self.spec, self.rd, items, {
-            "status": status, "complete": not cancelled and self.done == self.total,
-            "device": self.device, "precision": self.spec.precision, "batch_size": self.batch_size,
-            "image_size": self.size or self.spec.image_size, "seed": self.spec.seed,
-            "inversion": self.config.to_dict() if self.config is not None else None,
-            "timing": {"session_started": started, "session_finished": utc_now(),
-                       "session_seconds": round(time.monotonic() - t0, 3)},
-        })
-        self.rd.write_summary(summary)
-        if cancelled:
-            self.rd.event("cancelled", done=self.done, total=self.total)
-        else:
-            self.rd.event("finished", done=self.done, total=self.total,
-                          n_errors=len(summary["errors"]), relative_distance=summary["relative_distance"])
-        return summary
+        for batch in self.batches(todo):
+            loaded = []
+            for s, it in batch:
+                try:
+                    loaded.append((s, it, load_image(it.source, alpha=self.spec.alpha)))
+                except ImageError as e:
+                    self.emit(self._error(s, it, str(e)))
+            if not loaded:
+                continue
+            self.ensure_model()
+            xs = [preprocess(img, self.size, self.spec.resample) for _, _, img in loaded]
+            yield [_Job(s, it, x, to_uint8(x)) for (s, it, _), x in zip(loaded, xs)]
+
+    def compute(self, jobs: Sequence[_Job]) -> dict[str, Any]:
+        res = self.invert(torch.stack([j.x for j in jobs]), [j.item.prompt for j in jobs], keep_extras=True)
+        with torch.no_grad():
+            vae_rt = self.pipe.decode_latents(res.pop("raw").z_0.to(self.pipe.device))
+        res["vae"] = to_uint8(vae_rt)
+        return res
+
+    def write(self, job: _Job, res: dict[str, Any], j: int, seconds: float) -> dict[str, Any]:
+        it = job.item
+        tensors = {"z_0": res["z_0"][j], "z_T": res["z_T"][j], **{k: v[j] for k, v in res["extras"].items()}}
+        return self.inverted_record(it.item_id, job.set_name, it.prompt, it.source, job.query, res["recon"][j],
+                                    tensors, psnr_vae=metrics.psnr(job.query, res["vae"][j]),
+                                    seconds=round(seconds, 4))
+
+    def failed_record(self, job: _Job, message: str) -> dict[str, Any]:
+        return self._error(job.set_name, job.item, message)
+
+    def summarize(self) -> dict[str, Any]:
+        return summarize_run(self.spec, self.rd, self.items)
+
+    def end_fields(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {"n_errors": len(summary["errors"]), "relative_distance": summary["relative_distance"]}
 
 
 def run_concept(spec: RunSpec, run_dir: RunDir | str | os.PathLike[str], progress: Progress | None = None,
-                cancel: threading.Event | None = None) -> dict[str, Any]:
+                cancel: Any = None) -> dict[str, Any]:
     """Run or resume the concept-level analysis of ``spec`` in ``run_dir``; returns the summary
     (also written to summary.json; ``summary["status"]`` is ``finished`` or ``cancelled``).
 

@@ -20,22 +20,23 @@ import csv
 import io
 import math
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_GUIDANCE = 7.5
-DEFAULT_STEPS = 25
-DEFAULT_SAMPLER = "lms"
+from memtui.engine.analyses.generate import Generate
+from memtui.engine.core.io import atomic_write_bytes
+from memtui.engine.diffusion.samplers import DEFAULT_GUIDANCE
+from memtui.engine.runs.loop import ItemLoop, Progress, run_locked
+from memtui.engine.runs.spec import SpecError
+
 SEED_COLUMNS = ("evaluation_seed", "sd_seed")
 GUIDANCE_COLUMNS = ("evaluation_guidance", "sd_guidance_scale")
 SIZE_COLUMNS = (("sd_image_height", "sd_image_width"), ("height", "width"))
-Progress = Callable[[int, int, dict[str, Any]], None]
 
-__all__ = ["PromptRow", "read_prompt_csv", "spec_problems", "run_generate", "generation_settings"]
+__all__ = ["PromptRow", "read_prompt_csv", "run_generate", "generation_settings"]
 
 
 @dataclass
@@ -139,54 +140,19 @@ def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFA
 
 
 def generation_settings(spec: Any) -> dict[str, Any]:
-    """Sampler, steps, default guidance, K and size override of a generate spec (defaults filled)."""
-    o = spec.options or {}
-    size = o.get("size", spec.image_size)
-    return {"sampler": str(o.get("sampler", DEFAULT_SAMPLER)), "steps": o.get("steps", DEFAULT_STEPS),
-            "guidance": o.get("guidance", DEFAULT_GUIDANCE), "images_per_prompt": o.get("images_per_prompt", 1),
-            "size": size, "prompts": o.get("prompts")}
+    """Sampler, steps, default guidance, K, size override and prompt file of a generate spec: the
+    ``generate`` declaration's options (``size`` falls back to ``spec.image_size``)."""
+    o = Generate.options(spec)
+    return {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "images_per_prompt": o.images_per_prompt,
+            "size": o.size if o.size is not None else spec.image_size, "prompts": o.prompts}
 
 
-def spec_problems(spec: Any) -> list[str]:
-    """Problems of a ``generate`` spec in words (torch-free, checked before any model loads)."""
-    from memtui.engine.detectors.config import detector_problems
-
-    out: list[str] = []
-    s = generation_settings(spec)
-    if not spec.base and not spec.demo:
-        out.append("base is required: a diffusers model folder or a model id in the local HF cache")
-    if not s["prompts"]:
-        out.append("options.prompts is required: the prompt CSV (--prompts FILE.csv)")
-    elif not Path(os.path.expanduser(str(s["prompts"]))).is_file():
-        out.append(f"prompt file not found: {s['prompts']}")
-    if spec.ablated and not Path(os.path.expanduser(spec.ablated)).exists():
-        out.append(f"ablated checkpoint not found: {spec.ablated}")
-    from memtui.engine.diffusion.samplers import SAMPLERS  # torch-free at import
-
-    if s["sampler"].lower().replace("-", "_") not in SAMPLERS:
-        out.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {s['sampler']!r}")
-    for name in ("steps", "images_per_prompt"):
-        v = s[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            out.append(f"{name} must be a positive integer, got {v!r}")
-    g = s["guidance"]
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0:
-        out.append(f"guidance must be a number >= 0, got {g!r}")
-    if s["size"] is not None and (isinstance(s["size"], bool) or not isinstance(s["size"], int) or s["size"] < 8):
-        out.append(f"size must be a pixel count >= 8, got {s['size']!r}")
-    out += detector_problems((spec.options or {}).get("detectors"))
-    return out
-
-
-def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> dict[str, Any]:
+def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None, cancel: Any = None) -> dict[str, Any]:
     """Generate (or continue generating) the set of ``spec`` into ``run_dir``; returns the summary
     (also written to summary.json). ``progress(done, total, record)`` after each image; ``cancel``
-    stops after the current batch (resumable)."""
-    from memtui.engine.runs.lifecycle import run_locked
-    from memtui.engine.runs.spec import SpecError
-
-    probs = spec_problems(spec)
+    stops after the current batch (resumable). SpecError before anything is written if the spec
+    is invalid."""
+    probs = Generate.problems(spec)
     if probs:
         raise SpecError("invalid generate spec:\n" + "\n".join(f"  - {p}" for p in probs))
     return run_locked(_GenerateRun, spec, run_dir, progress, cancel)
@@ -194,7 +160,7 @@ def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None,
 
 @dataclass
 class _Job:
-    """One image to generate: row, sample index k (seed + k), output size."""
+    """One image to generate: row, sample index k (seed + k), output size in pixels (0 = native)."""
 
     row: PromptRow
     k: int
@@ -206,41 +172,45 @@ class _Job:
         return f"{self.row.case}_{self.k}"
 
 
-class _GenerateRun:
-    """State of one process working on a generate run."""
+class _GenerateRun(ItemLoop):
+    """The generate analysis on the item loop: one group per output size, in file order."""
 
-    def __init__(self, spec: Any, rd: Any, progress: Progress | None, cancel: threading.Event | None) -> None:
-        self.spec, self.rd, self.progress, self.cancel = spec, rd, progress, cancel
-        self.settings = generation_settings(spec)
-        self.batch_size = int(spec.batch_size)
+    analysis = "generate"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = generation_settings(self.spec)
         self.pipe: Any = None
-        self.done = self.total = 0
+
+    def _image_path(self, item_id: str) -> Path:
+        return self.rd.path / "imgs" / f"{item_id}.png"
+
+    def plan(self) -> list[str]:
+        self.src = Path(os.path.expanduser(str(self.settings["prompts"])))
+        rows, self.bad = read_prompt_csv(self.src, float(self.settings["guidance"]))
+        atomic_write_bytes(self.rd.path / "prompts.csv", self.src.read_bytes())
+        size = self.settings["size"]
+        self.jobs = [_Job(r, k, int(size or r.height or 0), int(size or r.width or 0))
+                     for r in rows for k in range(int(self.settings["images_per_prompt"]))]
+        return [j.item_id for j in self.jobs] + [f"row{line}" for line, _ in self.bad]
+
+    def done_ids(self) -> set[str]:
+        """Generated images with an ``ok`` record whose PNG is on disk."""
+        ok = self.rd.done_ids()
+        return {j.item_id for j in self.jobs if j.item_id in ok and self._image_path(j.item_id).is_file()}
 
     def _load(self) -> None:
-        from memtui.engine.model.loading import load_ablated, load_base
-        from memtui.engine.compute.concept import resolve_device
+        from memtui.engine.runs.lifecycle import load_pipeline
 
         t = time.monotonic()
-        self.device = resolve_device(self.spec.device)
         base = self.spec.base
         if not base and self.spec.demo:  # the demo world's base model shipped with memtui
-            from memtui.engine.demo import base_dir
+            from memtui.engine.model.shipped import base_dir
 
             base = str(base_dir())
-        self.pipe = load_base(base, device=self.device, precision=self.spec.precision)
-        report = load_ablated(self.pipe, self.spec.ablated).to_dict() if self.spec.ablated else None
+        self.pipe, report = load_pipeline(self.spec, self.device, base)
         self.rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=self.device,
                       precision=self.spec.precision, load_report=report)
-
-    def _emit(self, rec: dict[str, Any]) -> None:
-        self.rd.append_result(rec)
-        if rec["status"] == "ok":
-            self.rd.event("item_done", item_id=rec["item_id"], set=rec["set"])
-        else:
-            self.rd.event("item_error", item_id=rec["item_id"], set=rec["set"], error=rec["error"])
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.total, rec)
 
     def _record(self, job: _Job, status: str, error: str | None, seconds: float = 0.0) -> dict[str, Any]:
         r = job.row
@@ -251,112 +221,77 @@ class _GenerateRun:
                 "error": error, "image": f"imgs/{job.item_id}.png" if status == "ok" else None,
                 "seconds": round(seconds, 4)}
 
-    def _run_chunk(self, jobs: list[_Job]) -> None:
-        from memtui.engine.data.images import save_png
-        from memtui.engine.diffusion.samplers import sample
-        from memtui.engine.compute.concept import _empty_cache, is_oom
-
-        start = 0
-        while start < len(jobs):
-            chunk = jobs[start:start + self.batch_size]
-            t = time.monotonic()
-            try:
-                imgs = sample(self.pipe, [j.row.prompt for j in chunk], [j.row.seed + j.k for j in chunk],
-                              [j.row.guidance for j in chunk], sampler=self.settings["sampler"],
-                              steps=self.settings["steps"], height=chunk[0].height, width=chunk[0].width)
-            except Exception as e:  # noqa: BLE001 - OOM halves the batch, the rest propagates
-                if not is_oom(e):
-                    raise
-                _empty_cache()
-                if len(chunk) == 1:
-                    self._emit(self._record(chunk[0], "error", f"accelerator out of memory ({type(e).__name__})"))
-                    start += 1
-                    continue
-                self.batch_size = max(1, len(chunk) // 2)
-                self.rd.event("progress", stage="oom", batch_size=self.batch_size,
-                              message=f"out of memory at batch size {len(chunk)}; retrying at {self.batch_size}")
-                continue
-            secs = (time.monotonic() - t) / len(chunk)
-            for j, img in zip(chunk, imgs):
-                save_png(img, self.rd.path / "imgs" / f"{j.item_id}.png")
-                self._emit(self._record(j, "ok", None, secs))
-            start += len(chunk)
-
-    def run(self) -> dict[str, Any]:
-        from memtui.engine.runs.store import atomic_write_bytes, utc_now
-
-        t0, started = time.monotonic(), utc_now()
-        src = Path(os.path.expanduser(str(self.settings["prompts"])))
-        rows, bad = read_prompt_csv(src, float(self.settings["guidance"]))
-        atomic_write_bytes(self.rd.path / "prompts.csv", src.read_bytes())
-        K = int(self.settings["images_per_prompt"])
-        size = self.settings["size"]
-        jobs = [_Job(r, k, int(size or r.height or 0), int(size or r.width or 0)) for r in rows for k in range(K)]
-        self.total = len(jobs) + len(bad)
-        done_ids = self.rd.done_ids()
-        done_ids = {j.item_id for j in jobs if j.item_id in done_ids
-                    and (self.rd.path / "imgs" / f"{j.item_id}.png").is_file()}
-        self.done = len(done_ids)
-        first = not self.rd.read_events()
-        self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
-                      batch_size=self.batch_size)
-        for line, msg in bad:
-            self._emit({"item_id": f"row{line}", "set": "generated", "prompt": None, "source": f"{src}:{line}",
-                        "status": "error", "error": msg, "image": None, "seconds": 0.0})
-        todo = [j for j in jobs if j.item_id not in done_ids]
-        cancelled = False
-        if todo:
-            self._load()
-            native = self.pipe.image_size
-            for j in todo:
-                j.height, j.width = j.height or native, j.width or native
-            f = self.pipe.vae_scale
-            for j in [j for j in todo if j.height % f or j.width % f]:
-                self._emit(self._record(j, "error", f"{src.name} line {j.row.line}: size {j.width}x{j.height} "
-                                        f"is not a multiple of the model's {f}"))
-            todo = [j for j in todo if not (j.height % f or j.width % f)]
-            groups: dict[tuple[int, int], list[_Job]] = {}
-            for j in todo:  # rows of one size batch together, in file order
+    def groups(self, done: set[str]) -> Iterator[list[_Job]]:
+        for line, msg in self.bad:
+            self.emit({"item_id": f"row{line}", "set": "generated", "prompt": None, "source": f"{self.src}:{line}",
+                       "status": "error", "error": msg, "image": None, "seconds": 0.0})
+        todo = [j for j in self.jobs if j.item_id not in done]
+        if not todo:
+            return
+        self._load()
+        native, f = self.pipe.image_size, self.pipe.vae_scale
+        for j in todo:
+            j.height, j.width = j.height or native, j.width or native
+        for j in [j for j in todo if j.height % f or j.width % f]:
+            self.emit(self._record(j, "error", f"{self.src.name} line {j.row.line}: size {j.width}x{j.height} "
+                                   f"is not a multiple of the model's {f}"))
+        groups: dict[tuple[int, int], list[_Job]] = {}
+        for j in todo:  # rows of one size batch together, in file order
+            if not (j.height % f or j.width % f):
                 groups.setdefault((j.height, j.width), []).append(j)
-            for group in groups.values():
-                for i in range(0, len(group), self.batch_size):
-                    if self.cancel is not None and self.cancel.is_set():
-                        cancelled = True
-                        break
-                    t = time.monotonic()
-                    self._run_chunk(group[i:i + self.batch_size])
-                    self.rd.event("progress", done=self.done, total=self.total, batch_size=self.batch_size,
-                                  seconds=round(time.monotonic() - t, 3))
-                if cancelled:
-                    break
-        summary = self._summary(jobs, bad, cancelled, started, t0)
-        if not cancelled and (self.spec.options or {}).get("detectors"):
-            from memtui.engine.compute.detect import apply_detectors
+        yield from groups.values()
 
-            summary["detection"] = apply_detectors(self.rd, self.spec.options["detectors"], self.spec)
-        self.rd.write_summary({**(self.rd.read_summary() or {}), **summary})
-        self.rd.event("cancelled" if cancelled else "finished", done=self.done, total=self.total,
-                      n_errors=summary["n_errors"])
-        return self.rd.read_summary() or summary
+    def compute(self, jobs: Sequence[_Job]) -> Any:
+        from memtui.engine.diffusion.samplers import sample
 
-    def _summary(self, jobs: list[_Job], bad: list[tuple[int, str]], cancelled: bool, started: str,
-                 t0: float) -> dict[str, Any]:
-        from memtui.engine.runs.store import utc_now
+        return sample(self.pipe, [j.row.prompt for j in jobs], [j.row.seed + j.k for j in jobs],
+                      [j.row.guidance for j in jobs], sampler=self.settings["sampler"],
+                      steps=self.settings["steps"], height=jobs[0].height, width=jobs[0].width)
 
+    def write(self, job: _Job, images: Any, j: int, seconds: float) -> dict[str, Any]:
+        from memtui.engine.data.images import save_png
+
+        save_png(images[j], self._image_path(job.item_id))
+        return self._record(job, "ok", None, seconds)
+
+    def failed_record(self, job: _Job, message: str) -> dict[str, Any]:
+        return self._record(job, "error", message)
+
+    def is_complete(self, cancelled: bool) -> bool:
+        """Every image generated (``ok``) and no bad row."""
         results = self.rd.read_results()
-        ids = [j.item_id for j in jobs] + [f"row{line}" for line, _ in bad]
+        return (not cancelled and not self.bad
+                and all(results.get(j.item_id, {}).get("status") == "ok" for j in self.jobs))
+
+    def summarize(self) -> dict[str, Any]:
+        results = self.rd.read_results()
+        ids = [j.item_id for j in self.jobs] + [f"row{line}" for line, _ in self.bad]
         recs = [results[i] for i in ids if i in results]
         ok = [r for r in recs if r.get("status") == "ok"]
         errors = [{"item_id": r["item_id"], "error": r.get("error")} for r in recs if r.get("status") != "ok"]
-        return {"analysis": "generate", "status": "cancelled" if cancelled else "finished",
-                "complete": not cancelled and len(ok) == len(jobs) and not bad,
-                "prompts": str(self.settings["prompts"]), "n_rows": len({j.row.case for j in jobs}) + len(bad),
+        return {"analysis": "generate",
+                "prompts": str(self.settings["prompts"]), "n_rows": len({j.row.case for j in self.jobs}) + len(self.bad),
                 "n_items": len(ids), "n_ok": len(ok), "n_errors": len(errors), "errors": errors,
                 "sets": {"generated": {"n_items": len(ids), "n_ok": len(ok), "n_errors": len(errors)}},
                 "sampler": self.settings["sampler"], "steps": self.settings["steps"],
                 "images_per_prompt": self.settings["images_per_prompt"], "default_guidance": self.settings["guidance"],
-                "size": self.settings["size"], "device": self.spec.device, "precision": self.spec.precision,
+                "size": self.settings["size"], "device": self.device, "precision": self.spec.precision,
                 "layout": "official: imgs/<case>_<k>.png + prompts.csv",
-                "timing": {"session_started": started, "session_finished": utc_now(),
-                           "session_seconds": round(time.monotonic() - t0, 3),
-                           "item_seconds_total": sum(float(r.get("seconds") or 0) for r in ok)}}
+                "timing": {"item_seconds_total": sum(float(r.get("seconds") or 0) for r in ok)}}
+
+    def finish(self, summary: dict[str, Any], cancelled: bool) -> dict[str, Any]:
+        """Score the generated images with ``options.detectors`` (finished runs only)."""
+        detectors = (self.spec.options or {}).get("detectors")
+        if not cancelled and detectors:
+            from memtui.engine.compute.detect import apply_detectors
+
+            summary["detection"] = apply_detectors(self.rd, detectors, self.spec)
+        return summary
+
+    def write_summary(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """summary.json = the stored one updated with ``summary`` (keeps an earlier ``detection``)."""
+        self.rd.write_summary({**(self.rd.read_summary() or {}), **summary})
+        return self.rd.read_summary() or summary
+
+    def end_fields(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {"n_errors": summary["n_errors"]}

@@ -29,95 +29,74 @@ Options (``spec.options``): ``targets`` (list of erased-set indices; default the
 ``num_targets`` = ``max_items`` or 5), ``num_supports`` (10), ``support_offset`` (0),
 ``support_stride`` (= num_supports), ``vae_steps`` (3000), ``vae_lr`` (0.01), ``loss_weights``
 ([1, 0, 0]), ``sib_path`` (reencode | direct), ``decoder_chunk`` (items per decoder
-forward/backward; None = all). Demo runs (``spec.demo``) default to ``DEMO_DEFAULTS``.
+forward/backward; None = all) — declared once in :mod:`memtui.engine.analyses.memories`, with
+smaller defaults on the demo world (``spec.demo``).
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
-from memtui.engine.inversion.decoder import (DecoderInversionCancelled, DecoderInversionResult, decoder_invert,
-                                 encoder_mean)
-from memtui.engine.data.images import ImageError, load_image, preprocess, to_uint8
-from memtui.engine.runs.spec import SpecError
-from memtui.engine.compute.image_level import ItemRun, RunCancelled, run_item_analysis, uint8_to_tensor
+from memtui.engine.analyses.memories import SIB_PATHS, Memories, MemoriesOptions
+from memtui.engine.compute.inversion_items import InversionItems
 from memtui.engine.compute.memories_stats import average_figures, target_figures
+from memtui.engine.core.io import atomic_write_bytes
+from memtui.engine.core.tensors import to_uint8, uint8_to_tensor
+from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
+from memtui.engine.data.images import ImageError, load_image, preprocess
+from memtui.engine.inversion.decoder import (DecoderInversionCancelled, DecoderInversionResult, decoder_invert,
+                                             encoder_mean)
+from memtui.engine.runs.loop import Progress, RunCancelled, run_locked
+from memtui.engine.runs.spec import RunSpec, SpecError
 
-SIB_PATHS = ("reencode", "direct")
-# Defaults for runs on the demo world (``spec.demo``) where an option is not given, sized for a few
-# minutes on 2 CPU cores: 150-200 decoder steps at lr 0.1 reach about the PSNR of 300 steps at 0.03 or
-# >1000 at the official 0.01 on the demo VAE (measured on memories toward a demo target).
-DEMO_DEFAULTS: dict[str, Any] = {"num_targets": 3, "num_supports": 5, "vae_steps": 150, "vae_lr": 0.1}
 CV_DEFINITION = ("cv = population std / mean of the pairwise Euclidean distances (pairs i<j) among a "
                  "target's memory seeds z_T; cv_to_target = std / mean of the memories' Euclidean "
                  "distances to the target's own seed; 'average.cv' = mean and std of cv over targets")
 
-__all__ = ["run_memories", "MemoriesOptions", "memory_ids", "SIB_PATHS"]
+__all__ = ["run_memories", "SIBSettings", "memory_ids", "SIB_PATHS"]
 
 
 @dataclass
-class MemoriesOptions:
-    """The SIB settings read from ``spec.options`` (see module docstring)."""
+class SIBSettings:
+    """The SIB settings of a run: the ``memories`` declaration's options (demo defaults applied)
+    with the rules filled in: ``num_targets`` = the option, else ``max_items``, else 5 (3 on the
+    demo world); ``stride`` = ``support_stride``, else ``num_supports``."""
 
-    targets: list[int] | None = None
-    num_targets: int = 5
-    num_supports: int = 10
-    support_offset: int = 0
-    support_stride: int | None = None
-    vae_steps: int = 3000
-    vae_lr: float = 1e-2
-    loss_weights: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    sib_path: str = "reencode"
-    decoder_chunk: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    options: MemoriesOptions
+    num_targets: int
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "MemoriesOptions":
-        o = dict(spec.options or {})
-        if getattr(spec, "demo", False):  # the demo world: a few minutes on 2 CPU cores
-            o = {**DEMO_DEFAULTS, **({"num_targets": spec.max_items} if spec.max_items else {}), **o}
-        opts = cls(num_targets=int(o.get("num_targets", spec.max_items or 5)))
-        if o.get("targets") is not None:
-            opts.targets = [int(i) for i in o["targets"]]
-        for name in ("num_supports", "support_offset", "vae_steps"):
-            if o.get(name) is not None:
-                setattr(opts, name, int(o[name]))
-        if o.get("support_stride") is not None:
-            opts.support_stride = int(o["support_stride"])
-        if o.get("vae_lr") is not None:
-            opts.vae_lr = float(o["vae_lr"])
-        if o.get("loss_weights") is not None:
-            opts.loss_weights = tuple(float(w) for w in o["loss_weights"])  # type: ignore[assignment]
-        if o.get("sib_path") is not None:
-            opts.sib_path = str(o["sib_path"])
-        if o.get("decoder_chunk") is not None:
-            opts.decoder_chunk = int(o["decoder_chunk"])
-        probs = []
-        if opts.sib_path not in SIB_PATHS:
-            probs.append(f"options.sib_path must be one of {', '.join(SIB_PATHS)}, got {opts.sib_path!r}")
-        if opts.num_supports < 1 or opts.num_targets < 1 or opts.vae_steps < 0 or opts.support_offset < 0:
-            probs.append("options num_supports/num_targets must be >= 1, vae_steps and support_offset >= 0")
-        if len(opts.loss_weights) != 3:
-            probs.append("options.loss_weights must be [mse, prior, nll]")
-        if probs:
-            raise SpecError("invalid memories options:\n" + "\n".join(f"  - {p}" for p in probs))
-        return opts
+    def from_spec(cls, spec: Any) -> "SIBSettings":
+        try:
+            o = Memories.options(spec)
+        except ValueError as e:
+            raise SpecError(f"invalid memories options: {e}") from None
+        n = o.num_targets or spec.max_items or (3 if getattr(spec, "demo", False) else 5)
+        return cls(o, int(n))
+
+    def __getattr__(self, name: str) -> Any:  # the declared options, read through
+        if name == "options":
+            raise AttributeError(name)
+        return getattr(self.options, name)
 
     @property
     def stride(self) -> int:
-        return self.support_stride if self.support_stride is not None else self.num_supports
+        o = self.options
+        return o.support_stride if o.support_stride is not None else o.num_supports
 
     def to_dict(self) -> dict[str, Any]:
-        return {"targets": self.targets, "num_targets": self.num_targets, "num_supports": self.num_supports,
-                "support_offset": self.support_offset, "support_stride": self.stride,
-                "vae_steps": self.vae_steps, "vae_lr": self.vae_lr, "loss_weights": list(self.loss_weights),
-                "sib_path": self.sib_path, "decoder_chunk": self.decoder_chunk}
+        """The settings as summary.json's ``options`` (and the decoder checkpoints' metadata) hold them."""
+        o = self.options
+        return {"targets": o.targets, "num_targets": self.num_targets, "num_supports": o.num_supports,
+                "support_offset": o.support_offset, "support_stride": self.stride,
+                "vae_steps": o.vae_steps, "vae_lr": o.vae_lr, "loss_weights": list(o.loss_weights),
+                "sib_path": o.sib_path, "decoder_chunk": o.decoder_chunk}
 
 
 def memory_ids(target_id: str, n: int) -> tuple[list[str], list[str]]:
@@ -137,11 +116,37 @@ class _Plan:
         return [self.target.item_id, *self.mem_ids, *self.ctl_ids]
 
 
-class _MemoriesRun(ItemRun):
+@dataclass
+class _TargetSeed:
+    """The target's own seed ``z_T [C, h, w]`` once known (memories measure their distance to it)."""
+
+    target_id: str
+    z_T: torch.Tensor | None = None
+
+
+@dataclass
+class _Job:
+    """One diffusion inversion of a target's stage 2: the decoder-inverted latent ``z_vae [C, h, w]``
+    (unscaled), the pixels it should show ``query [H, W, 3]`` uint8, and its decoder figures."""
+
+    item_id: str
+    set_name: str  # target | memory | control
+    prompt: str
+    source: str
+    z_vae: torch.Tensor
+    query: np.ndarray
+    support: DatasetItem | None
+    psnr_decoder: float
+    decoder_loss: float
+    seed: _TargetSeed
+    decoded: np.ndarray | None = None  # the decoder-only reconstruction D(z_vae) [H, W, 3] uint8
+
+
+class _MemoriesRun(InversionItems):
     analysis = "memories"
 
     def plan(self) -> list[str]:
-        self.opts = MemoriesOptions.from_spec(self.spec)
+        self.opts = SIBSettings.from_spec(self.spec)
         erased = read_dataset(self.spec.erased, "erased")
         reference = read_dataset(self.spec.reference, "reference")
         idx = self.opts.targets if self.opts.targets is not None else list(range(min(self.opts.num_targets, len(erased))))
@@ -159,14 +164,14 @@ class _MemoriesRun(ItemRun):
             self.plans.append(_Plan(erased[i], sup, m, c))
         return [iid for p in self.plans for iid in p.ids]
 
-    # ------------------------------------------------------------------ work
-    def work(self) -> None:
+    # ------------------------------------------------------------------ work: one group per target
+    def groups(self, done: set[str]) -> Iterator[list[_Job]]:
         for p in self.plans:
-            self.check_cancel()
-            done = self.rd.done_ids()
             if all(i in done for i in p.ids):
                 continue
-            self._target(p, done)
+            jobs = self._target(p, done)
+            if jobs:
+                yield jobs
 
     def _load(self, it: DatasetItem) -> tuple[torch.Tensor | None, str | None]:
         if it.error is not None:
@@ -182,15 +187,17 @@ class _MemoriesRun(ItemRun):
                             + [(c, "control", su) for c, su in zip(p.ctl_ids, p.supports)]):
             if iid not in done:
                 prompt = sup.prompt if s == "control" else t.prompt
-                self.error(iid, s, prompt, (sup or t).source if s == "control" else t.source, msg,
-                           target_id=t.item_id, support_id=sup.item_id if sup else None)
+                self.emit(self.error_record(iid, s, prompt, (sup or t).source if s == "control" else t.source, msg,
+                                            target_id=t.item_id, support_id=sup.item_id if sup else None))
 
-    def _target(self, p: _Plan, done: set[str]) -> None:
+    def _target(self, p: _Plan, done: set[str]) -> list[_Job]:
+        """Load a target and its supports (load errors become records), run the decoder stage and
+        return the diffusion jobs of its items not in ``done``."""
         self.ensure_model()
         q, err = self._load(p.target)
         if q is None:
             self._fail_target(p, done, f"target image: {err}")
-            return
+            return []
         sup_x: list[torch.Tensor] = []
         keep: list[int] = []
         for j, s in enumerate(p.supports):
@@ -198,13 +205,13 @@ class _MemoriesRun(ItemRun):
             if x is None:
                 for iid, set_name, prompt in ((p.mem_ids[j], "memory", p.target.prompt), (p.ctl_ids[j], "control", s.prompt)):
                     if iid not in done:
-                        self.error(iid, set_name, prompt, s.source, f"support image: {err}",
-                                   target_id=p.target.item_id, support_id=s.item_id)
+                        self.emit(self.error_record(iid, set_name, prompt, s.source, f"support image: {err}",
+                                                    target_id=p.target.item_id, support_id=s.item_id))
                 continue
             sup_x.append(x)
             keep.append(j)
         dec = self._decoder_stage(p, q, torch.stack(sup_x) if sup_x else torch.empty(0, 3, self.size, self.size), keep)
-        self._diffusion_stage(p, q, sup_x, keep, dec, done)
+        return self._diffusion_jobs(p, q, sup_x, keep, dec, done)
 
     # ------------------------------------------------------------------ decoder stage
     def _ckpt_path(self, p: _Plan) -> Any:
@@ -213,8 +220,6 @@ class _MemoriesRun(ItemRun):
     def _decoder_stage(self, p: _Plan, q: torch.Tensor, sup: torch.Tensor, keep: list[int]) -> dict[str, Any]:
         """z_target [1], z_support [n], z_memory [n] (unscaled) with decoder PSNRs and losses."""
         from safetensors.torch import load_file, safe_open, save
-
-        from memtui.engine.runs.store import atomic_write_bytes
 
         sids = [p.supports[j].item_id for j in keep]
         meta = {"support_ids": json.dumps(sids), "options": json.dumps(self.opts.to_dict(), sort_keys=True),
@@ -237,9 +242,7 @@ class _MemoriesRun(ItemRun):
             def f(step: int, steps: int, loss: float) -> None:
                 self.rd.event("progress", stage=f"decoder:{phase}", target_id=tid, step=step, steps=steps,
                               loss=loss)
-                if self.progress is not None:
-                    self.progress(self.done, self.total, {"item_id": f"{tid} decoder {phase} {step}/{steps}",
-                                                          "status": "running"})
+                self.notify({"item_id": f"{tid} decoder {phase} {step}/{steps}", "status": "running"})
             return f
 
         images = torch.cat([q[None], sup])
@@ -263,51 +266,60 @@ class _MemoriesRun(ItemRun):
         return out
 
     # ------------------------------------------------------------------ diffusion stage
-    def _diffusion_stage(self, p: _Plan, q: torch.Tensor, sup_x: list[torch.Tensor], keep: list[int],
-                         dec: dict[str, torch.Tensor], done: set[str]) -> None:
+    def _diffusion_jobs(self, p: _Plan, q: torch.Tensor, sup_x: list[torch.Tensor], keep: list[int],
+                        dec: dict[str, torch.Tensor], done: set[str]) -> list[_Job]:
         t = p.target
         q8 = to_uint8(q)
-        # (item id, set, prompt, source, z_vae, query uint8, support item, psnr_decoder, decoder loss)
-        todo: list[tuple[Any, ...]] = []
+        seed = _TargetSeed(t.item_id, self.rd.read_latents(t.item_id)["z_T"] if t.item_id in done else None)
+        jobs: list[_Job] = []
         if t.item_id not in done:
-            todo.append((t.item_id, "target", t.prompt, t.source, dec["z_target"][0], q8, None,
-                         float(dec["psnr_target"][0]), float(dec["loss_target"][0])))
+            jobs.append(_Job(t.item_id, "target", t.prompt, t.source, dec["z_target"][0], q8, None,
+                             float(dec["psnr_target"][0]), float(dec["loss_target"][0]), seed))
         for k, j in enumerate(keep):
             s = p.supports[j]
             if p.mem_ids[j] not in done:
-                todo.append((p.mem_ids[j], "memory", t.prompt, t.source, dec["z_memory"][k], q8, s,
-                             float(dec["psnr_memory"][k]), float(dec["loss_memory"][k])))
+                jobs.append(_Job(p.mem_ids[j], "memory", t.prompt, t.source, dec["z_memory"][k], q8, s,
+                                 float(dec["psnr_memory"][k]), float(dec["loss_memory"][k]), seed))
             if p.ctl_ids[j] not in done:
-                todo.append((p.ctl_ids[j], "control", s.prompt, s.source, dec["z_support"][k], to_uint8(sup_x[k]), s,
-                             float(dec["psnr_support"][k]), float(dec["loss_support"][k])))
-        target_seed = None
-        if t.item_id in done:
-            target_seed = self.rd.read_latents(t.item_id)["z_T"]
-        sf = self.pipe.scaling_factor
-        for a in range(0, len(todo), self.batch_size):
-            self.check_cancel()
-            chunk = todo[a:a + self.batch_size]
-            z = torch.stack([c[4] for c in chunk])
-            with torch.no_grad():
-                decoded = to_uint8(torch.cat([self.pipe.vae.decode(z[i:i + 8].to(self.pipe.device, self.pipe.dtype))
-                                              .sample.float().clamp(-1, 1) for i in range(0, len(z), 8)]))
-            if self.opts.sib_path == "direct":
-                res = self.invert(z * sf, [c[2] for c in chunk], latents=True)
-            else:
-                res = self.invert(uint8_to_tensor(decoded), [c[2] for c in chunk], latents=False)
-            for i, (iid, set_name, prompt, source, zv, query, s, psnr_dec, loss) in enumerate(chunk):
-                z_t = res["z_T"][i]
-                extra: dict[str, Any] = {"target_id": t.item_id, "support_id": s.item_id if s else None,
-                                         "psnr_decoder": psnr_dec, "decoder_loss": loss,
-                                         "decoded": f"images/{iid}.decoded.png"}
-                if set_name == "target":
-                    target_seed = z_t
-                elif set_name == "memory" and target_seed is not None:
-                    a_, b_ = z_t.double().flatten(), target_seed.double().flatten()
-                    extra["distance_to_target"] = float((a_ - b_).norm())
-                    extra["cosine_to_target"] = float(1 - (a_ @ b_) / (a_.norm() * b_.norm()))
-                self.write_ok(iid, set_name, prompt, source, query, res["recon"][i],
-                              {"z_0": res["z_0"][i], "z_T": z_t, "z_vae": zv}, {"decoded": decoded[i]}, **extra)
+                jobs.append(_Job(p.ctl_ids[j], "control", s.prompt, s.source, dec["z_support"][k], to_uint8(sup_x[k]),
+                                 s, float(dec["psnr_support"][k]), float(dec["loss_support"][k]), seed))
+        with torch.no_grad():  # one item at a time: the decoded pixels do not depend on batch size or resume
+            for job in jobs:
+                z = job.z_vae[None].to(self.pipe.device, self.pipe.dtype)
+                job.decoded = to_uint8(self.pipe.vae.decode(z).sample.float().clamp(-1, 1))[0]
+        return jobs
+
+    def compute(self, jobs: Sequence[_Job]) -> dict[str, Any]:
+        """Invert + reconstruct: the decoded image re-encoded (``reencode``) or the scaled latent
+        itself (``direct``)."""
+        prompts = [j.prompt for j in jobs]
+        if self.opts.sib_path == "direct":
+            z = torch.stack([j.z_vae for j in jobs])
+            res = self.invert(z * self.pipe.scaling_factor, prompts, latents=True)
+        else:
+            res = self.invert(uint8_to_tensor(np.stack([j.decoded for j in jobs])), prompts)
+        del res["raw"]
+        return res
+
+    def write(self, job: _Job, res: dict[str, Any], i: int, seconds: float) -> dict[str, Any]:
+        z_t = res["z_T"][i]
+        extra: dict[str, Any] = {"target_id": job.seed.target_id,
+                                 "support_id": job.support.item_id if job.support else None,
+                                 "psnr_decoder": job.psnr_decoder, "decoder_loss": job.decoder_loss,
+                                 "decoded": f"images/{job.item_id}.decoded.png"}
+        if job.set_name == "target":
+            job.seed.z_T = z_t
+        elif job.set_name == "memory" and job.seed.z_T is not None:
+            a_, b_ = z_t.double().flatten(), job.seed.z_T.double().flatten()
+            extra["distance_to_target"] = float((a_ - b_).norm())
+            extra["cosine_to_target"] = float(1 - (a_ @ b_) / (a_.norm() * b_.norm()))
+        return self.inverted_record(job.item_id, job.set_name, job.prompt, job.source, job.query, res["recon"][i],
+                                    {"z_0": res["z_0"][i], "z_T": z_t, "z_vae": job.z_vae},
+                                    {"decoded": job.decoded}, **extra)
+
+    def failed_record(self, job: _Job, message: str) -> dict[str, Any]:
+        return self.error_record(job.item_id, job.set_name, job.prompt, job.source, message,
+                                 target_id=job.seed.target_id, support_id=job.support.item_id if job.support else None)
 
     # ------------------------------------------------------------------ summary
     def summarize(self) -> dict[str, Any]:
@@ -315,11 +327,7 @@ class _MemoriesRun(ItemRun):
         per_target: dict[str, Any] = {}
         all_mem: list[dict[str, Any]] = []
         all_ctl: list[dict[str, Any]] = []
-        d = None
-        for r in results.values():
-            if r.get("status") == "ok" and r.get("z_shape"):
-                d = int(np.prod(r["z_shape"]))
-                break
+        d = self.seed_size(results)
         normal = (self.normal(d, keep_samples=True) if d
                   else {"mode": self.spec.normal, "d": 0, "mean": math.nan, "std": math.nan})
 
@@ -346,7 +354,7 @@ class _MemoriesRun(ItemRun):
             all_ids["target"].append(p.target.item_id)
             all_ids["memory"] += p.mem_ids
             all_ids["control"] += p.ctl_ids
-        sets = {s: self.set_stats(results, ids, s, ("psnr", "psnr_decoder", "nll")) for s, ids in all_ids.items()}
+        sets = {s: self.set_stats(results, ids, ("psnr", "psnr_decoder", "nll")) for s, ids in all_ids.items()}
         errors = [{"item_id": i, "set": s, "error": results[i].get("error")}
                   for s, ids in all_ids.items() for i in ids if i in results and results[i].get("status") != "ok"]
         return {"analysis": "memories", "method": self.spec.method, "steps": self.spec.steps,
@@ -357,9 +365,9 @@ class _MemoriesRun(ItemRun):
                 "errors": errors}
 
 
-def run_memories(spec: Any, run_dir: Any, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+def run_memories(spec: RunSpec, run_dir: Any, progress: Progress | None = None, cancel: Any = None) -> dict[str, Any]:
     """Run or resume the SIB analysis of ``spec`` in ``run_dir`` (see module docstring); returns the
     summary (also in summary.json; ``status`` finished | cancelled). ``progress(done, total,
     record)`` after each item (and during decoder inversions with a ``running`` pseudo-record);
     ``cancel`` (Event) stops between batches / decoder steps, resumable."""
-    return run_item_analysis(_MemoriesRun, spec, run_dir, progress, cancel)
+    return run_locked(_MemoriesRun, spec, run_dir, progress, cancel)

@@ -20,46 +20,60 @@ the mean NLL difference and the fraction of scrambles whose seed is less likely 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from memtui.engine import metrics
+from memtui.engine.analyses.scramble import Scramble
+from memtui.engine.compute.inversion_items import InversionItems
+from memtui.engine.core.tensors import to_uint8, uint8_to_tensor
 from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
-from memtui.engine.data.images import ImageError, load_image, preprocess, to_uint8
+from memtui.engine.data.images import ImageError, load_image, preprocess
 from memtui.engine.data.patches import check_divisible, patch_permutation, scramble, unscramble
-from memtui.engine.runs.spec import SpecError
-from memtui.engine.compute.image_level import ItemRun, run_item_analysis
+from memtui.engine.runs.loop import Progress, run_locked
+from memtui.engine.runs.spec import RunSpec, SpecError
 
 __all__ = ["run_scramble", "scramble_id"]
 
 
 def scramble_id(target_id: str, j: int) -> str:
+    """Item id of scramble ``j`` of a target: ``<target_id>.scr<jj>``."""
     return f"{target_id}.scr{j:02d}"
 
 
-class _ScrambleRun(ItemRun):
+@dataclass
+class _Job:
+    """One input of a target: the original (``j`` None) or scramble ``j`` with its permutation;
+    ``query [H, W, 3]`` uint8 is what is inverted; ``original`` the unscrambled pixels."""
+
+    item_id: str
+    item: DatasetItem
+    query: np.ndarray
+    original: np.ndarray
+    j: int | None
+    perm: np.ndarray | None
+
+
+class _ScrambleRun(InversionItems):
     analysis = "scramble"
 
     def plan(self) -> list[str]:
-        o = dict(self.spec.options or {})
         try:
-            self.grid = int(o.get("grid", 4))
-            self.n_scr = int(o.get("num_scrambles", 1))
-            self.perm_seed = int(o.get("perm_seed", 0))
-            n_t = int(o.get("num_targets", self.spec.max_items or 5))
-        except (TypeError, ValueError) as e:
+            o = Scramble.options(self.spec)
+        except ValueError as e:
             raise SpecError(f"invalid scramble options: {e}") from None
-        if self.grid < 2 or self.n_scr < 1:
-            raise SpecError("options.grid must be >= 2 and options.num_scrambles >= 1")
+        self.grid, self.n_scr, self.perm_seed = o.grid, o.num_scrambles, o.perm_seed
+        n_t = o.num_targets or self.spec.max_items or 5
         if self.spec.image_size:
             try:
                 check_divisible(self.spec.image_size, self.spec.image_size, self.grid)
             except ValueError as e:
                 raise SpecError(f"options.grid: {e}") from None
         erased = read_dataset(self.spec.erased, "erased")
-        idx = [int(i) for i in o["targets"]] if o.get("targets") is not None else list(range(min(n_t, len(erased))))
+        idx = list(o.targets) if o.targets is not None else list(range(min(n_t, len(erased))))
         if not idx or any(i < 0 or i >= len(erased) for i in idx):
             raise DatasetError(f"target indices {idx} do not fit the erased set ({len(erased)} items)")
         self.items: list[DatasetItem] = [erased[i] for i in idx]
@@ -69,10 +83,12 @@ class _ScrambleRun(ItemRun):
     def _ids(self, it: DatasetItem) -> list[str]:
         return [it.item_id] + [scramble_id(it.item_id, j) for j in range(self.n_scr)]
 
-    def work(self) -> None:
+    def _set(self, job_id: str, it: DatasetItem) -> str:
+        return "target" if job_id == it.item_id else "scramble"
+
+    def groups(self, done: set[str]) -> Iterator[list[_Job]]:
+        """One group per target: the original and its scrambles not yet done."""
         for it in self.items:
-            self.check_cancel()
-            done = self.rd.done_ids()
             todo = [i for i in self._ids(it) if i not in done]
             if not todo:
                 continue
@@ -87,28 +103,38 @@ class _ScrambleRun(ItemRun):
                 x = preprocess(load_image(it.source, alpha=self.spec.alpha), self.size, self.spec.resample)
             except ImageError as e:
                 for iid in todo:
-                    self.error(iid, "target" if iid == it.item_id else "scramble", it.prompt, it.source, str(e),
-                               target_id=it.item_id)
+                    self.emit(self.error_record(iid, self._set(iid, it), it.prompt, it.source, str(e),
+                                                target_id=it.item_id))
                 continue
             original = to_uint8(x)
-            inputs = {it.item_id: (original, None, None)}
+            inputs = {it.item_id: _Job(it.item_id, it, original, original, None, None)}
             for j, perm in enumerate(self.perms):
-                inputs[scramble_id(it.item_id, j)] = (scramble(original, self.grid, perm, channels_last=True), j, perm)
-            batch = [(iid, *inputs[iid]) for iid in todo]
-            imgs = torch.stack([torch.from_numpy(b[1]).float().permute(2, 0, 1) / 127.5 - 1 for b in batch])
-            res = self.invert(imgs, [it.prompt] * len(batch), latents=False)
-            for k, (iid, query, j, perm) in enumerate(batch):
-                tensors = {"z_0": res["z_0"][k], "z_T": res["z_T"][k]}
-                if j is None:
-                    self.write_ok(iid, "target", it.prompt, it.source, query, res["recon"][k], tensors,
-                                  target_id=it.item_id, grid=self.grid)
-                    continue
-                back = unscramble(res["recon"][k], self.grid, perm, channels_last=True)
-                self.write_ok(iid, "scramble", it.prompt, it.source, query, res["recon"][k], tensors,
-                              {"reassembled": back}, target_id=it.item_id, grid=self.grid,
-                              perm=[int(v) for v in perm], perm_seed=self.perm_seed + j,
-                              psnr_reassembled=metrics.psnr(original, back),
-                              reassembled=f"images/{iid}.reassembled.png")
+                sid = scramble_id(it.item_id, j)
+                inputs[sid] = _Job(sid, it, scramble(original, self.grid, perm, channels_last=True), original, j, perm)
+            yield [inputs[iid] for iid in todo]
+
+    def compute(self, jobs: Sequence[_Job]) -> dict[str, Any]:
+        res = self.invert(uint8_to_tensor(np.stack([b.query for b in jobs])), [b.item.prompt for b in jobs])
+        del res["raw"]
+        return res
+
+    def write(self, job: _Job, res: dict[str, Any], k: int, seconds: float) -> dict[str, Any]:
+        it, recon = job.item, res["recon"][k]
+        tensors = {"z_0": res["z_0"][k], "z_T": res["z_T"][k]}
+        if job.j is None:
+            return self.inverted_record(job.item_id, "target", it.prompt, it.source, job.query, recon, tensors,
+                                        target_id=it.item_id, grid=self.grid)
+        back = unscramble(recon, self.grid, job.perm, channels_last=True)
+        return self.inverted_record(job.item_id, "scramble", it.prompt, it.source, job.query, recon, tensors,
+                                    {"reassembled": back}, target_id=it.item_id, grid=self.grid,
+                                    perm=[int(v) for v in job.perm], perm_seed=self.perm_seed + job.j,
+                                    psnr_reassembled=metrics.psnr(job.original, back),
+                                    reassembled=f"images/{job.item_id}.reassembled.png")
+
+    def failed_record(self, job: _Job, message: str) -> dict[str, Any]:
+        it = job.item
+        return self.error_record(job.item_id, self._set(job.item_id, it), it.prompt, it.source, message,
+                                 target_id=it.item_id)
 
     def summarize(self) -> dict[str, Any]:
         results = self.rd.read_results()
@@ -136,7 +162,7 @@ class _ScrambleRun(ItemRun):
         dl = np.asarray(deltas, dtype=np.float64)
         return {"analysis": "scramble", "method": self.spec.method, "steps": self.spec.steps,
                 "options": {"grid": self.grid, "num_scrambles": self.n_scr, "perm_seed": self.perm_seed},
-                "sets": {s: self.set_stats(results, l, s) for s, l in ids.items()},
+                "sets": {s: self.set_stats(results, l) for s, l in ids.items()},
                 "targets": per,
                 "nll_increase": metrics.summarize(dl),
                 "fraction_less_likely": float((dl > 0).mean()) if dl.size else math.nan,
@@ -144,7 +170,7 @@ class _ScrambleRun(ItemRun):
                 "errors": errors}
 
 
-def run_scramble(spec: Any, run_dir: Any, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+def run_scramble(spec: RunSpec, run_dir: Any, progress: Progress | None = None, cancel: Any = None) -> dict[str, Any]:
     """Run or resume the scramble test of ``spec`` in ``run_dir`` (see module docstring); returns
     the summary (also in summary.json)."""
-    return run_item_analysis(_ScrambleRun, spec, run_dir, progress, cancel)
+    return run_locked(_ScrambleRun, spec, run_dir, progress, cancel)

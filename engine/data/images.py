@@ -1,5 +1,5 @@
 """Image input/output: robust RGB loading, the official preprocessing, postprocessing to uint8 and
-atomic PNG writes.
+atomic PNG writes. The [-1, 1] <-> uint8 conversions themselves live in ``core.tensors``.
 
 Tensors are float32 ``[3, H, W]`` / ``[B, 3, H, W]`` in [-1, 1]; arrays are uint8 ``[H, W, 3]`` /
 ``[B, H, W, 3]``.
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from memtui.engine.runs.store import atomic_write_bytes
+from memtui.engine.core.io import atomic_write_bytes
+from memtui.engine.core.tensors import to_uint8, uint8_to_tensor  # to_uint8 re-exported
 
 __all__ = ["ImageError", "load_image", "to_rgb", "preprocess", "preprocess_batch", "to_uint8",
            "tensor_to_pil", "save_png", "RESAMPLE"]
@@ -97,8 +98,7 @@ def preprocess(img: Image.Image, size: int, resample: str = "bicubic") -> torch.
     rgb = to_rgb(img)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), filt)
-    arr = np.asarray(rgb, dtype=np.float32)
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+    return uint8_to_tensor(np.asarray(rgb, dtype=np.uint8))
 
 
 def preprocess_batch(imgs: Sequence[Image.Image], size: int, resample: str = "bicubic") -> torch.Tensor:
@@ -106,17 +106,6 @@ def preprocess_batch(imgs: Sequence[Image.Image], size: int, resample: str = "bi
     if len(imgs) == 0:
         return torch.empty(0, 3, size, size)
     return torch.stack([preprocess(im, size, resample) for im in imgs])
-
-
-def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """[B, 3, H, W] (or [3, H, W]) in [-1, 1] -> uint8 [B, H, W, 3] (or [H, W, 3]) as diffusers'
-    postprocess: ``(x/2 + 0.5).clamp(0, 1)``, ×255 in float32, rounded (half to even)."""
-    x = torch.as_tensor(images).detach().to("cpu", torch.float32)
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"expected [B, 3, H, W] or [3, H, W], got {tuple(x.shape)}")
-    x = (x / 2 + 0.5).clamp(0, 1)
-    arr = x.movedim(-3, -1).numpy()
-    return (arr * 255).round().astype(np.uint8)
 
 
 def tensor_to_pil(img: torch.Tensor | np.ndarray) -> Image.Image:

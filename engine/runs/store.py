@@ -9,24 +9,24 @@ Layout::
     summary.json     the analysis summary (atomic write)
     run.pid          lock of the live process: {"pid", "host", "started", "proc_start"}
 
-Durability: whole files are written to a temp file in the same folder, fsynced and renamed; JSONL
-lines are appended in one write and fsynced. A torn last line (``kill -9`` mid-write) is ignored by
-readers and cut off when the run is resumed. Non-finite floats are written as ``null``.
+Durability (``core.io``): whole files are written to a temp file in the same folder, fsynced and
+renamed; JSONL lines are appended in one write and fsynced. A torn last line (``kill -9`` mid-write)
+is ignored by readers and cut off when the run is resumed. Non-finite floats are written as ``null``.
 This module imports torch only to write latents.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from memtui.engine.core.io import (append_jsonl, atomic_write_bytes, atomic_write_text, jsonable, parse_jsonl,
+                                   read_jsonl, truncate_torn_tail, utc_now)
 from memtui.engine.runs.spec import RunSpec, SpecMismatchError
 
 EVENT_TYPES = ("started", "resumed", "progress", "item_done", "item_error", "finished", "cancelled", "failed")
@@ -34,114 +34,13 @@ TERMINAL = {"finished", "cancelled", "failed"}
 KEEP_ON_RESTART = ("console.pid", "console.log")
 STATUSES = ("new", "running", "finished", "failed", "cancelled", "incomplete")
 
-__all__ = ["RunDir", "RunLockedError", "SpecMismatchError", "utc_now", "jsonable", "atomic_write_text"]
+# utc_now, jsonable, atomic_write_text, read_jsonl and parse_jsonl are re-exported from core.io
+__all__ = ["RunDir", "RunLockedError", "SpecMismatchError", "pid_alive", "utc_now", "jsonable",
+           "atomic_write_text", "read_jsonl", "parse_jsonl"]
 
 
 class RunLockedError(RuntimeError):
     """Another live process is running this run directory."""
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC timestamp with milliseconds, e.g. ``2026-11-28T13:05:01.123Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def jsonable(x: Any) -> Any:
-    """Deep copy of ``x`` that strict JSON accepts: non-finite floats -> None, numpy scalars and
-    arrays -> Python numbers/lists, Paths -> str, tuples -> lists."""
-    if isinstance(x, bool) or x is None or isinstance(x, (str, int)):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "tolist"):  # numpy scalar/array, torch tensor
-        return jsonable(x.tolist())
-    if hasattr(x, "item"):
-        return jsonable(x.item())
-    return str(x)
-
-
-def dumps_line(obj: Any) -> str:
-    return json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return dest
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The complete JSON-object lines of a JSONL file ([] when missing). A last line without its
-    newline (torn write) and lines that do not parse are skipped."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return []
-    return parse_jsonl(data[: data.rfind(b"\n") + 1])
-
-
-def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
-    """The JSON objects of complete JSONL lines ``data``; lines that do not parse are skipped."""
-    out: list[dict[str, Any]] = []
-    for line in data.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _truncate_torn_tail(path: Path) -> int:
-    """Cut a JSONL file after its last newline; returns the number of bytes removed."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        pos, keep, chunk = size, 0, 65536
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            buf = f.read(pos - start)
-            i = buf.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        if keep < size:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        return size - keep
 
 
 def _proc_start_ticks(pid: int) -> int | None:
@@ -245,7 +144,7 @@ class RunDir:
             raise SpecMismatchError(self.path, diffs)
         self.write_spec(spec)  # non-result fields (batch size, device) may change on resume
         for name in (self.EVENTS, self.RESULTS):
-            _truncate_torn_tail(self.path / name)
+            truncate_torn_tail(self.path / name)
         return "resume"
 
     def archive(self) -> Path | None:
@@ -282,29 +181,19 @@ class RunDir:
             return None
 
     # ------------------------------------------------------------------ append-only logs
-    def _append(self, name: str, obj: Mapping[str, Any]) -> None:
-        line = (dumps_line(obj) + "\n").encode("utf-8")
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
         """Append ``{"ts": now, "type": type, **fields}`` to events.jsonl; returns it."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {', '.join(EVENT_TYPES)}, got {type!r}")
         ev = {"ts": utc_now(), "type": type, **fields}
-        self._append(self.EVENTS, ev)
+        append_jsonl(self.path / self.EVENTS, ev)
         return ev
 
     def append_result(self, record: Mapping[str, Any]) -> None:
         """Append one item record (must hold ``item_id``); write its files first."""
         if "item_id" not in record:
             raise ValueError("a result record needs an item_id")
-        self._append(self.RESULTS, record)
+        append_jsonl(self.path / self.RESULTS, record)
 
     def read_events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / self.EVENTS)

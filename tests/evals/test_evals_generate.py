@@ -62,7 +62,7 @@ def test_generated_set_layout_and_per_row_seed_and_guidance(generated_set: Path,
 
 
 def test_generation_resumes_without_regenerating(generated_set: Path, tiny_pipe_dir, prompts_csv, tmp_path) -> None:
-    from memtui.engine.analyses import run
+    from memtui.engine.compute.run import run_spec as run
 
     out = tmp_path / "resumed"
     cancel = threading.Event()
@@ -86,7 +86,7 @@ def test_generation_resumes_without_regenerating(generated_set: Path, tiny_pipe_
 
 
 def test_bad_rows_become_error_items_and_k_images(tiny_pipe_dir, tmp_path) -> None:
-    from memtui.engine.analyses import run
+    from memtui.engine.compute.run import run_spec as run
     from memtui.engine.compute.generate import read_prompt_csv
 
     csv = tmp_path / "p.csv"
@@ -112,7 +112,7 @@ def test_bad_rows_become_error_items_and_k_images(tiny_pipe_dir, tmp_path) -> No
 
 
 def test_missing_detector_or_prompts_refused_before_the_run(tiny_pipe_dir, prompts_csv, tmp_path) -> None:
-    from memtui.engine.analyses import run
+    from memtui.engine.compute.run import run_spec as run
     from memtui.engine.runs.spec import RunSpec, SpecError
 
     spec = generate_spec(tiny_pipe_dir, prompts_csv, detectors="nudenet:/no/such/320n.onnx")
@@ -130,7 +130,7 @@ def test_missing_detector_or_prompts_refused_before_the_run(tiny_pipe_dir, promp
 
 
 def test_generate_on_the_demo_model_with_its_classifier(tmp_path) -> None:
-    from memtui.engine.analyses import run
+    from memtui.engine.compute.run import run_spec as run
     from memtui.engine.demo import base_dir
     from memtui.engine.runs.spec import RunSpec
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from memtui.engine.analyses import run
+from memtui.engine.compute.run import run_spec as run
 from memtui.engine.runs.spec import RunSpec
 
 

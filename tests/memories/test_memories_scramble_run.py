@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memtui.engine.analyses import run
+from memtui.engine.compute.run import run_spec as run
 from memtui.engine.data.patches import patch_permutation, scramble, unscramble
 from memtui.engine.runs.spec import RunSpec, SpecError
 

@@ -1,0 +1,1 @@
+"""Runs: the spec, the run directory, its schema and read-side view, and the item loop."""
