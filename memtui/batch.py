@@ -8,7 +8,6 @@ Never imports Textual (a test enforces it).
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
@@ -16,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
 SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size",
               "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
@@ -28,29 +27,49 @@ def _err(msg: str) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The RunSpec to run: ``--spec`` file (else the run directory's stored spec, if any) with the
-    given flags on top. Raises SpecError."""
-    from memtui.engine.runs.store import RunDir
+    given flags on top: the spec flags, an analysis switch (``--generate``), every analysis' declared
+    option flags (into ``spec.options``), ``--detectors`` and ``--demo``. Raises SpecError."""
+    from memtui.engine import analyses
+    from memtui.engine.core.options import flag_dest, given_flags
     from memtui.engine.runs.spec import RunSpec, read_spec_file
+    from memtui.engine.runs.store import RunDir
 
     data: dict[str, Any] = {}
     if args.spec:
         data = read_spec_file(args.spec)
     elif args.out and RunDir(args.out).exists():
         data = RunDir(args.out).read_spec_dict()  # resume (or --restart) with the stored spec
-    for name in SPEC_FLAGS:
-        v = getattr(args, name, None)
-        if v is not None:
-            data[name] = v
+    given = {name: getattr(args, name) for name in SPEC_FLAGS if getattr(args, name, None) is not None}
+    data.update(given)
+    options: dict[str, Any] = {}
+    for a in analyses.all_analyses():
+        if a.switch and getattr(args, flag_dest(a.switch), False):
+            data["analysis"] = a.name
+        options.update(given_flags(args, a.Options))
+    if options:
+        data["options"] = {**(data.get("options") or {}), **options}
+    from memtui.engine.inversion.registry import method_names, options_class
+
+    for method in method_names():  # method option flags -> the spec's [inversion.<method>] table
+        mine = given_flags(args, options_class(method))
+        if mine:
+            inversion = dict(data.get("inversion") or {})
+            inversion[method] = {**(inversion.get(method) or {}), **mine}
+            data["inversion"] = inversion
     from .batch_evals import apply_eval_flags
 
     apply_eval_flags(args, data)
     from .batch_demo import apply_demo_flags
 
-    from .batch_memories import apply_memories_flags
-
-    apply_memories_flags(args, data)
     apply_demo_flags(args, data)
+    name = data.get("analysis", "concept")
+    if name in analyses.names():
+        analyses.get(name).fold_flags(data, {**given, **options})
     return RunSpec.from_dict(data).resolved_paths()
+
+
+SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size",
+              "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
 
 
 class Reporter:
@@ -123,59 +142,30 @@ class _Signals:
             signal.signal(s, h)
 
 
-def _fmt(stats: Any, digits: int = 2) -> str:
-    if not isinstance(stats, dict) or not isinstance(stats.get("mean"), (int, float)):
-        return "-"
-    std = stats.get("std")
-    std_txt = f" ± {std:.{digits}f}" if isinstance(std, (int, float)) else ""
-    return f"{stats['mean']:.{digits}f}{std_txt}"
-
-
-def _num(v: Any, fmt: str = ".4g") -> str:
-    return format(v, fmt) if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else "n/a"
-
-
 def print_table(summary: dict[str, Any], run_dir: Path) -> None:
-    """The final per-set PSNR / NLL table and the relative distance, on stdout."""
+    """The analysis' final table (its declaration's ``table``) on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    from .batch_evals import print_detection, print_generate
+    from memtui.engine import analyses
 
-    if summary.get("analysis") == "generate":
-        print_generate(summary, run_dir)
-        return
-    if summary.get("analysis") in ("memories", "scramble"):
-        from .batch_memories import print_image_level
-
-        print_image_level(summary, run_dir)
-        return
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
-    sets = summary.get("sets")
-    if not isinstance(sets, dict):
+    name = summary.get("analysis")
+    if name not in analyses.names():
         import json
 
         console.print_json(json.dumps(summary))
         return
-    table = Table(title=f"{summary.get('analysis', '')} · {summary.get('method', '')} · {run_dir}")
-    for col in ("set", "items", "ok", "errors", "PSNR dB", "PSNR VAE dB", "NLL nats"):
-        table.add_column(col, justify="left" if col == "set" else "right")
-    for name, s in sets.items():
-        table.add_row(name, str(s.get("n_items", "")), str(s.get("n_ok", "")), str(s.get("n_errors", "")),
-                      _fmt(s.get("psnr")), _fmt(s.get("psnr_vae")), _fmt(s.get("nll"), 1))
-    console.print(table)
-    unit = "nats²" if summary.get("emd_metric", "w2") == "w2" else "nats"
-    normal = summary.get("normal") or {}
-    console.print(f"EMD erased–normal     {_num(summary.get('erased_normal'))} {unit}")
-    console.print(f"EMD reference–normal  {_num(summary.get('reference_normal'))} {unit}")
-    console.print(f"EMD erased–reference  {_num(summary.get('erased_reference'))} {unit}"
-                  f"   (normal: {normal.get('mode', '?')})")
-    console.print(f"relative distance     {_num(summary.get('relative_distance'))}")
-    for reason in summary.get("reasons") or []:
-        console.print(f"  note: {reason}")
-    if summary.get("errors"):
-        console.print(f"{len(summary['errors'])} item(s) in error (see {run_dir / 'summary.json'})")
-    print_detection(summary)
+    data = analyses.get(name).table(summary, run_dir)
+    if data.columns:
+        table = Table(title=data.title)
+        for i, col in enumerate(data.columns):
+            table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+        for row in data.rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in data.notes:
+        console.print(line, markup=False)
 
 
 def _quiet_library_progress() -> None:
@@ -235,6 +225,7 @@ def run_batch(args: argparse.Namespace) -> int:
         _err(f"restarting {rd.path} (old contents moved to .old-*/)")
 
     from memtui.engine import analyses
+    from memtui.engine.compute.run import run_spec
     from memtui.engine.model.loading import LoadingError
 
     cancel = threading.Event()
@@ -243,11 +234,14 @@ def run_batch(args: argparse.Namespace) -> int:
         _quiet_library_progress()
     try:
         with _Signals(cancel):
-            from .batch_demo import after_run, before_run
+            from .batch_demo import before_run
 
             before_run(spec, rd)
-            summary = analyses.run(spec, rd, progress=reporter, cancel=cancel)
-            summary = after_run(args, spec, rd, summary, cancel)
+            summary = run_spec(spec, rd, progress=reporter, cancel=cancel)
+        for follow in analyses.get(spec.analysis).follow_ups(spec):
+            line = follow.after_line(summary)
+            if line:
+                _err(line)
     except KeyboardInterrupt:
         reporter.close()
         _err(f"aborted; resume with the same command (run directory {rd.path})")

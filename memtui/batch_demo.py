@@ -1,12 +1,10 @@
-"""``--demo`` for ``memtui --batch``: run the concept analysis on the shipped demo world's erased twin
-and add the prompt test to ``summary.json`` (see :mod:`memtui.engine.demo.runner`). Flags only; the
-work happens in the engine. Never imports torch at import time.
-"""
+"""``--demo`` for ``memtui --batch``: fill the spec with the shipped demo world (its base model, the
+erased twin and datasets drawn into ``RUN_DIR/data``; see :mod:`memtui.engine.demo.runner`). The
+prompt test that follows every demo run is the ``prompt_test`` analysis (``--demo-samples``). Flags
+only; never imports torch at import time."""
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 from typing import Any
 
 
@@ -17,8 +15,6 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the built-in demo world: a tiny shapes model with 'circle' erased by ESD; draws "
                         "the erased/reference sets into RUN_DIR/data and adds a prompt test to summary.json "
                         "(inversion method DDIM unless --method is given; --steps, --max-items etc. still apply)")
-    g.add_argument("--demo-samples", dest="demo_samples", type=int, metavar="N", default=None,
-                   help="prompt-test samples per model and concept (default 64)")
 
 
 def apply_demo_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -41,20 +37,3 @@ def before_run(spec: Any, run_dir: Any) -> None:
         from memtui.engine.demo.runner import ensure_demo_data
 
         ensure_demo_data(run_dir.path)
-
-
-def after_run(args: argparse.Namespace, spec: Any, run_dir: Any, summary: dict[str, Any],
-              cancel: threading.Event) -> dict[str, Any]:
-    """Add the prompt test to a finished demo run's summary (printed as one line on stderr)."""
-    if not getattr(spec, "demo", False) or summary.get("status") == "cancelled" or cancel.is_set():
-        return summary
-    from memtui.engine.demo.runner import PROMPT_N, add_prompt_test
-
-    n = getattr(args, "demo_samples", None) or PROMPT_N
-    summary = add_prompt_test(spec, run_dir, n=n, cancel=cancel)
-    pt = summary.get("prompt_test") or {}
-    models = pt.get("models", {})
-    parts = [f"{c}: base {models['base'][c]['rate']:.0%} / erased {models['erased'][c]['rate']:.0%}"
-             for c in models.get("base", {})]
-    print(f"memtui: prompt test (n={n}): " + ", ".join(parts), file=sys.stderr, flush=True)
-    return summary

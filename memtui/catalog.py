@@ -73,6 +73,19 @@ def checkpoint_kind(path: Path) -> str:
         return "?"
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the loading engine cannot tell what kind of checkpoint ``path`` is (None: it can, or the
+    inspector is not available in this build)."""
+    fn = _inspect_fn()
+    if fn is None:
+        return None
+    try:
+        fn(path)
+    except Exception as exc:  # noqa: BLE001 - reported to the user in words
+        return str(exc)
+    return None
+
+
 def checkpoint_report(path: Path) -> str:
     """A readable report of a checkpoint (the loading engine's ``inspect_checkpoint``)."""
     fn = _inspect_fn()
@@ -137,9 +150,9 @@ def scan_checkpoints(roots: list[str], hf_cache: bool = True, detect: bool = Tru
 def builtin_checkpoints(detect: bool = True) -> list[Entry]:
     """The demo world's shipped base model and its erased twin (source "built-in"); [] when the
     package was built without them."""
-    from memtui import launch
+    from memtui import demo_world
 
-    if not launch.demo_available():
+    if not demo_world.demo_available():
         return []
     from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path
 
@@ -181,14 +194,14 @@ def dataset_layout(path: Path) -> tuple[str | None, list[Path]]:
 
 def builtin_datasets(data_dir: Path | None = None) -> list[Entry]:
     """The demo world's erased and reference sets, once drawn (by the New-run screen's demo
-    defaults) into ``data_dir`` (default ``launch.demo_data_dir()``); source "built-in"."""
-    from memtui import launch
+    defaults) into ``data_dir`` (default ``demo_world.demo_data_dir()``); source "built-in"."""
+    from memtui import demo_world
 
-    if not launch.demo_available():
+    if not demo_world.demo_available():
         return []
     out = []
     for sub in ("erased", "reference"):
-        p = Path(data_dir or launch.demo_data_dir()) / sub
+        p = Path(data_dir or demo_world.demo_data_dir()) / sub
         if p.is_dir():
             layout, images = dataset_layout(p)
             if layout:

@@ -9,36 +9,34 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_INTERRUPTED = 130
+from memtui.exit_codes import EXIT_CODES_HELP, EXIT_USAGE
 
-EXIT_CODES_HELP = """\
-exit codes (--batch):
-  0    finished (some items may be in error; see summary.json "errors")
-  1    failed (an unexpected error; see events.jsonl), or finished with every item in error
-  2    usage or configuration error: bad flag or path, invalid spec, unreadable dataset folder,
-       model or checkpoint not loadable, spec differs from the run directory's (use --restart)
-  3    another live process is running this run directory
-  130  interrupted (Ctrl-C / SIGTERM): the run directory is resumable; rerun the same command
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-Running the same command again on an existing run directory resumes it: finished items are skipped.
-The run directory format is documented in docs/run-format.md.
-"""
+    try:
+        return version("memtui")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser. Other features add their flags with small additive edits
-    (e.g. ``p.add_argument_group("demo")``); spec-defining flags default to None so that only
-    flags actually given override a spec file or a stored run's spec."""
+    """The argument parser: the run and spec flags (``RunSpec`` fields), then one group per
+    analysis built from its declared options (``memtui.engine.analyses``), the evaluation, demo
+    and console flags. Spec-defining flags default to None so that only flags actually given
+    override a spec file or a stored run's spec."""
+    from memtui.engine import analyses
+    from memtui.engine.core.options import add_arguments, flag_dest
+    from memtui.engine.inversion.registry import options_class
+    from memtui.engine.runs.spec import PRECISIONS, method_names
+
     p = argparse.ArgumentParser(
         prog="memtui",
         description="Test whether a concept erased from a text-to-image diffusion model is really gone "
                     "(Memories of Forgotten Concepts, CVPR 2025). Without --batch: the console.",
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", action="store_true", help="run headless (no console): needs --out")
+    p.add_argument("--version", action="version", version=f"memtui {_version()}")
 
     run = p.add_argument_group("run (with --batch)")
     run.add_argument("--spec", metavar="FILE", help="spec file: TOML, JSON, or a run directory's spec.json "
@@ -47,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--restart", action="store_true",
                      help="start over: move the run directory's contents to RUN_DIR/.old-<timestamp>/")
     run.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
-    run.add_argument("--analysis", metavar="NAME", help="analysis to run (default: concept)")
+    run.add_argument("--analysis", metavar="NAME",
+                     help=f"analysis to run: {', '.join(analyses.main_names())} (default: concept)")
 
     spec = p.add_argument_group("spec (override the spec file)")
     spec.add_argument("--base", metavar="PATH_OR_CACHED_ID",
@@ -55,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--ablated", metavar="PATH", help="ablated (concept-erased) checkpoint")
     spec.add_argument("--erased", metavar="DIR", help="erased-concept dataset folder")
     spec.add_argument("--reference", metavar="DIR", help="reference dataset folder (e.g. COCO 2017)")
-    spec.add_argument("--method", choices=("ddim", "renoise", "nti"), help="inversion method (default renoise)")
+    spec.add_argument("--method", choices=method_names(), help="inversion method (default renoise)")
     spec.add_argument("--steps", type=int, metavar="N", help="diffusion steps (default 50)")
     spec.add_argument("--batch-size", dest="batch_size", type=int, metavar="B",
                       help="images per batch (default 8; may differ on resume)")
-    spec.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="model precision (default fp32)")
+    spec.add_argument("--precision", choices=PRECISIONS, help="model precision (default fp32)")
     spec.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:1, mps")
     spec.add_argument("--seed", type=int, metavar="S", help="per-item generator seed (default 42)")
     spec.add_argument("--max-items", dest="max_items", type=int, metavar="N", help="at most N items per set")
@@ -70,15 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--normal", choices=("exact", "samples"),
                       help="'normal' NLLs: the exact N(0,I) law (default) or seeded samples")
 
+    users: dict[str, list[str]] = {}  # flag -> the analyses that declare it
+    for a in analyses.all_analyses():
+        for info in a.option_infos():
+            if info.flag:
+                users.setdefault(info.flag, []).append(a.name)
+    shared = {f for f, names in users.items() if len(names) > 1}
+    for a in analyses.all_analyses():
+        title = (f"{a.name} (with {a.switch or '--analysis ' + a.name})" if not a.follow_up
+                 else f"{a.name} (after every --demo run)")
+        g = p.add_argument_group(title, a.question)
+        if a.switch:
+            g.add_argument(a.switch, dest=flag_dest(a.switch), action="store_true",
+                           help=f"run the {a.name} analysis (same as --analysis {a.name})")
+        add_arguments(g, a.Options, skip=shared)
+    for name in method_names():
+        cls = options_class(name)
+        g = p.add_argument_group(f"inversion method {name} (with --method {name}; a spec's [inversion.{name}] table)")
+        add_arguments(g, cls)
+    common = p.add_argument_group("options of several analyses")
+    added: set[str] = set()
+    for a in analyses.all_analyses():
+        infos = add_arguments(common, a.Options, only={i.name for i in a.option_infos() if i.flag in shared - added},
+                              note=lambda i: f" [{', '.join(users[i.flag])}]")
+        added |= {i.flag for i in infos if i.flag}
+
     from .batch_evals import add_eval_arguments  # light: no torch at import
 
     add_eval_arguments(p)
     from .batch_demo import add_demo_arguments  # light: no torch at import
 
     add_demo_arguments(p)
-    from .batch_memories import add_memories_arguments  # light: no torch at import
-
-    add_memories_arguments(p)
 
     ui = p.add_argument_group("console")
     ui.add_argument("--runs", metavar="DIR", help="folder of run directories the console browses")

@@ -12,7 +12,6 @@ torch or Textual.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memtui.engine.runs.store import RunDir, parse_jsonl
+from memtui.engine.core.io import parse_jsonl
+from memtui.engine.runs.store import RunDir
+from memtui.engine.runs.view import RunView
 
 PID_FILE = "console.pid"
 LOG_FILE = "console.log"
@@ -146,51 +147,14 @@ class RunInfo:
     def progress_text(self) -> str:
         return f"{self.done}/{self.total}" if self.total else f"{self.done}/?"
 
+    @property
+    def view(self) -> RunView:
+        """The run's one read-side view (labels, per-set statistics, headline)."""
+        return RunView(self.path, self.spec, self.summary or {})
+
     def headline(self) -> str:
-        """The run's key figures when known: concept runs the erased set's mean PSNR and the relative
-        distance; memories runs the memories' mean PSNR and CV; scramble runs the mean NLL increase."""
-        s = self.summary or {}
-        parts = []
-        avg = s.get("average")
-        if self.analysis == "memories" and isinstance(avg, dict):
-            psnr = (avg.get("memory_psnr") or {}).get("mean")
-            cv = (avg.get("cv") or {}).get("mean")
-            if isinstance(psnr, (int, float)):
-                parts.append(f"mem. PSNR {psnr:.2f} dB")
-            if isinstance(cv, (int, float)):
-                parts.append(f"CV {cv:.3f}")
-            return "  ".join(parts) or "-"
-        inc = s.get("nll_increase")
-        if self.analysis == "scramble" and isinstance(inc, dict) and isinstance(inc.get("mean"), (int, float)):
-            return f"NLL +{inc['mean']:.1f} scrambled"
-        psnr = set_stat(s, ("erased", "target", "memory"), "psnr", "mean")
-        if psnr is not None:
-            parts.append(f"PSNR {psnr:.2f} dB")
-        rd = s.get("relative_distance")
-        if isinstance(rd, (int, float)) and not (isinstance(rd, float) and math.isnan(rd)):
-            parts.append(f"RD {rd:.2f}")
-        return "  ".join(parts) or "-"
-
-
-def set_stat(summary: dict[str, Any], sets: tuple[str, ...], metric: str, stat: str) -> float | None:
-    """A per-set statistic from summary.json, tolerating the layouts ``{"sets": {set: {metric:
-    {stat}}}}``, ``{set: {metric: {stat}}}`` and ``{set: {"<metric>_<stat>": v}}``."""
-    containers = [summary.get("sets"), summary.get("per_set"), summary]
-    for name in sets:
-        for cont in containers:
-            if not isinstance(cont, dict) or not isinstance(cont.get(name), dict):
-                continue
-            entry = cont[name]
-            val = entry.get(metric)
-            if isinstance(val, dict):
-                val = val.get(stat)
-            elif val is None:
-                val = entry.get(f"{metric}_{stat}")
-            elif stat != "mean":
-                val = None
-            if isinstance(val, (int, float)):
-                return float(val)
-    return None
+        """The run's key figures when known (the analysis declaration's headline)."""
+        return self.view.headline()
 
 
 def run_status(run_dir: Path) -> str:

@@ -9,11 +9,29 @@ from typing import Any
 
 import tomli_w
 
-from . import catalog, jobs
+from memtui.engine import analyses
+from memtui.engine.core.options import OptionInfo, parse_text
+from memtui.engine.runs.spec import PRECISIONS, method_names
 
-ANALYSES = ("concept", "memories", "scramble")
-METHODS = ("ddim", "renoise", "nti")
-PRECISIONS = ("fp32", "fp16", "bf16")
+from . import catalog, jobs
+from .demo_world import demo_available, demo_data_dir, demo_defaults
+
+__all__ = ["analysis_names", "method_names", "PRECISIONS", "option_fields", "spec_from_form", "validate",
+           "launch", "next_run_name", "demo_defaults"]
+
+
+def analysis_names() -> tuple[str, ...]:
+    """The analyses a run can be started with (the registry's, follow-ups excluded)."""
+    return analyses.main_names()
+
+
+def option_fields(analysis: str) -> list[OptionInfo]:
+    """The New-run form's option fields of ``analysis``: its declared options."""
+    try:
+        return analyses.get(analysis).option_infos()
+    except ValueError:
+        return []
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -25,9 +43,10 @@ def next_run_name(runs_dir: Path, analysis: str, method: str) -> str:
     return f"{analysis}-{method}-{i:03d}"
 
 
-def spec_from_form(values: dict[str, str]) -> dict[str, Any]:
-    """The spec dict (keys of ``memtui --batch``) from the form's text values; empty optional
-    fields are left out; numbers stay strings when they don't parse (validation reports them)."""
+def spec_from_form(values: dict[str, str], options: dict[str, str] | None = None) -> dict[str, Any]:
+    """The spec dict (keys of ``memtui --batch``) from the form's text values and the analysis'
+    option fields (``options``: option name -> text); empty optional fields are left out; numbers
+    stay strings when they don't parse (validation reports them)."""
     spec: dict[str, Any] = {"analysis": values.get("analysis", "concept") or "concept"}
     for key in ("base", "ablated", "erased", "reference"):
         v = (values.get(key) or "").strip()
@@ -39,6 +58,13 @@ def spec_from_form(values: dict[str, str]) -> dict[str, Any]:
         if v:
             spec[key] = int(v) if v.isdigit() else v
     spec["precision"] = values.get("precision", "fp32") or "fp32"
+    opts = {}
+    for info in option_fields(spec["analysis"]):
+        v = parse_text(info, (options or {}).get(info.name, ""))
+        if v is not None:
+            opts[info.name] = v
+    if opts:
+        spec["options"] = opts
     return spec
 
 
@@ -79,13 +105,15 @@ def validate(spec: dict[str, Any], name: str, runs_dir: Path, detect: bool = Tru
         p = Path(ablated).expanduser()
         if not p.exists():
             problems.append(f"The ablated checkpoint {ablated!r} does not exist.")
-        elif detect and catalog._inspect_fn() is not None:
-            try:
-                catalog._inspect_fn()(p)
-            except Exception as exc:
-                problems.append(f"memtui cannot tell what kind of checkpoint {ablated!r} is: {exc}")
-    roles = (("erased", "erased set"),) if spec.get("analysis") == "scramble" else \
-        (("erased", "erased set"), ("reference", "reference set"))
+        elif detect:
+            problem = catalog.checkpoint_problem(p)
+            if problem:
+                problems.append(f"memtui cannot tell what kind of checkpoint {ablated!r} is: {problem}")
+    try:
+        datasets = analyses.get(str(spec.get("analysis"))).datasets
+    except ValueError:
+        datasets = ("erased", "reference")
+    roles = tuple((key, f"{key} set") for key in datasets)
     for key, label in roles:
         value = spec.get(key)
         if not value:
@@ -108,10 +136,10 @@ def validate(spec: dict[str, Any], name: str, runs_dir: Path, detect: bool = Tru
         v = spec.get(key)
         if v is not None and (not isinstance(v, int) or v < 1):
             problems.append(f"The {label} must be a whole number of at least 1 (got {v!r}).")
-    if spec.get("analysis") not in ANALYSES:
-        problems.append(f"Unknown analysis {spec.get('analysis')!r}; choose one of {', '.join(ANALYSES)}.")
-    if spec.get("method") not in METHODS:
-        problems.append(f"Unknown method {spec.get('method')!r}; choose one of {', '.join(METHODS)}.")
+    if spec.get("analysis") not in analysis_names():
+        problems.append(f"Unknown analysis {spec.get('analysis')!r}; choose one of {', '.join(analysis_names())}.")
+    if spec.get("method") not in method_names():
+        problems.append(f"Unknown method {spec.get('method')!r}; choose one of {', '.join(method_names())}.")
     if not problems:
         problems.extend(engine_check(spec))
     return problems
@@ -145,38 +173,3 @@ def launch(spec: dict[str, Any], runs_dir: Path, name: str) -> Path:
     run_dir = Path(runs_dir) / name
     jobs.spawn_run(spec_file, run_dir)
     return run_dir
-
-
-def demo_available() -> bool:
-    """Whether the built-in demo world's weights are shipped in this install."""
-    try:
-        from memtui.engine.demo import base_dir, erased_path
-    except ImportError:
-        return False
-    return (base_dir() / "model_index.json").exists() and erased_path().exists()
-
-
-def demo_data_dir() -> Path:
-    """Where the console draws the demo world's datasets: ``<user data dir>/memtui/demo-data``."""
-    from platformdirs import user_data_path
-
-    return user_data_path("memtui", appauthor=False) / "demo-data"
-
-
-def demo_defaults(data_dir: Path | None = None) -> dict[str, str]:
-    """Form defaults for the built-in demo world (base model, its ESD-erased twin, and its two
-    datasets, drawn once into ``data_dir``, default ``<user data dir>/memtui/demo-data``); {} when
-    the demo is not shipped."""
-    if not demo_available():
-        return {}
-    from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path, write_demo_datasets
-
-    data_dir = Path(data_dir) if data_dir else demo_data_dir()
-    erased, reference = data_dir / "erased", data_dir / "reference"
-    if not ((erased / "prompts.csv").exists() and (reference / "captions.csv").exists()):
-        try:
-            erased, reference = write_demo_datasets(data_dir)
-        except Exception:
-            return {}
-    return {"name": f"demo-{DEMO_CONCEPT}", "base": str(base_dir()), "ablated": str(erased_path()),
-            "erased": str(erased), "reference": str(reference), "method": "ddim", "steps": "10"}

@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,16 +211,19 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-def add_arguments(group: Any, cls: type, seen: set[str] | None = None) -> None:
-    """Add one argparse argument per option of ``cls`` that declares a flag. Defaults are None so
-    that only flags actually given override a spec file. ``seen`` (flags already added by another
-    declaration) are skipped, so two analyses may share an option such as ``--concept``."""
+def add_arguments(group: Any, cls: type, skip: Iterable[str] = (), only: Iterable[str] | None = None,
+                  note: Callable[[OptionInfo], str] | None = None) -> list[OptionInfo]:
+    """Add one argparse argument per option of ``cls`` that declares a flag, except flags in
+    ``skip`` (and, with ``only``, options not named there); ``note(info)`` is appended to a help
+    text. Defaults are None so that only flags actually given override a spec file. Returns the
+    options added."""
+    skip, only = set(skip), (set(only) if only is not None else None)
+    added = []
     for info in describe(cls):
-        if not info.flag or (seen is not None and info.flag in seen):
+        if not info.flag or info.flag in skip or (only is not None and info.name not in only):
             continue
-        if seen is not None:
-            seen.add(info.flag)
-        kw: dict[str, Any] = {"dest": flag_dest(info.flag), "default": None, "help": _help_text(info)}
+        kw: dict[str, Any] = {"dest": flag_dest(info.flag), "default": None,
+                              "help": _help_text(info) + (note(info) if note else "")}
         if info.kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
@@ -232,6 +235,8 @@ def add_arguments(group: Any, cls: type, seen: set[str] | None = None) -> None:
             else:
                 kw["metavar"] = info.metavar or info.kind.__name__.upper()
         group.add_argument(info.flag, **kw)
+        added.append(info)
+    return added
 
 
 def flag_dest(flag: str) -> str:

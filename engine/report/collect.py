@@ -1,7 +1,8 @@
 """Reading run directories for a report: spec, summary and latest item records, the run's method
 and concept labels, and flat rows of every number (for the CSV files and tables).
 
-Method label = ``spec.method`` + the ablated checkpoint's name (``vanilla`` without one), e.g.
+Labels come from :class:`memtui.engine.runs.view.RunView`, the one read-side view the console uses
+too: method label = ``spec.method`` + the ablated checkpoint's name (``base`` without one), e.g.
 ``renoise·esd-parachute``; concept = ``options.concept``, else the erased set's folder name, else the
 prompt file's stem (generate runs).
 """
@@ -11,13 +12,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from memtui.engine.detectors.config import run_concept_name
 from memtui.engine.runs.store import RunDir
+from memtui.engine.runs.view import RunView
 
 MEMORY_SETS = ("memory", "target", "control")
 ITEM_SKIP = ("detections", "error")
@@ -36,21 +36,21 @@ class RunData:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def view(self) -> RunView:
+        return RunView(self.path, self.spec, self.summary)
+
+    @property
     def analysis(self) -> str:
-        return str(self.summary.get("analysis") or self.spec.get("analysis") or "concept")
+        return self.view.analysis
 
     @property
     def method(self) -> str:
-        if self.analysis == "generate":
-            return f"generate·{(self.spec.get('options') or {}).get('sampler', 'lms')}"
-        abl = self.spec.get("ablated")
-        tag = Path(str(abl).rstrip("/")).stem if abl else "vanilla"
-        return f"{self.spec.get('method', '')}·{tag}"
+        """``<method>·<checkpoint>`` (``generate·<sampler>`` for generate runs)."""
+        return self.view.method_label
 
     @property
     def concept(self) -> str:
-        view = SimpleNamespace(options=self.spec.get("options") or {}, erased=self.spec.get("erased"))
-        return run_concept_name(view) or "?"
+        return self.view.concept
 
     @property
     def is_memories(self) -> bool:

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("ddim", "renoise", "nti")
+from memtui.engine import analyses
+from memtui.engine.inversion.config import InversionConfig, inversion_problems
+from memtui.engine.inversion.registry import DEFAULT_METHOD, method_names
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 NORMALS = ("exact", "samples")
 EMD_METRICS = ("w2", "w1")
@@ -25,7 +28,7 @@ ALPHAS = ("white", "drop")
 PATH_FIELDS = ("base", "ablated", "erased", "reference")
 NON_RESULT_FIELDS = ("batch_size", "device")
 
-__all__ = ["RunSpec", "SpecError", "SpecMismatchError", "METHODS", "PRECISIONS"]
+__all__ = ["RunSpec", "SpecError", "SpecMismatchError", "PRECISIONS", "method_names"]
 
 
 class SpecError(ValueError):
@@ -66,7 +69,7 @@ class RunSpec:
     ablated: str | None = None
     erased: str | None = None
     reference: str | None = None
-    method: str = "renoise"
+    method: str = DEFAULT_METHOD
     steps: int = 50
     batch_size: int = 8
     precision: str = "fp32"
@@ -122,8 +125,6 @@ class RunSpec:
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[str]:
         """Every problem with this spec, in words ([] when valid)."""
-        from memtui.engine import analyses as _analysis  # light: no torch at import
-
         out: list[str] = []
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
@@ -138,9 +139,10 @@ class RunSpec:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 out.append(f"{name} must be a positive integer{' or unset' if optional else ''}, got {v!r}")
 
-        if self.analysis not in _analysis.ANALYSES:
-            out.append(f"analysis must be one of {', '.join(_analysis.ANALYSES)}, got {self.analysis!r}")
-        choice("method", METHODS)
+        main = analyses.main_names()
+        if self.analysis not in main:
+            out.append(f"analysis must be one of {', '.join(main)}, got {self.analysis!r}")
+        choice("method", method_names())
         choice("precision", PRECISIONS)
         choice("normal", NORMALS)
         choice("emd_metric", EMD_METRICS)
@@ -163,25 +165,12 @@ class RunSpec:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 out.append(f"{name} must be a path string, got {v!r}")
-        if self.analysis == "concept":
-            if not self.base and not self.demo:
-                out.append("base is required: a diffusers model folder or a model id in the local HF cache")
-            for name in ("erased", "reference"):
-                v = getattr(self, name)
-                if not v and not self.demo:
-                    out.append(f"{name} is required: a dataset folder")
-                elif v and not Path(os.path.expanduser(v)).is_dir():
-                    out.append(f"{name} folder not found: {v}")
-            if self.ablated and not Path(os.path.expanduser(self.ablated)).exists():
-                out += _cached_checkpoint_problems(self.ablated)
-        if self.analysis == "generate" and isinstance(self.options, dict):
-            from memtui.engine.compute.generate import spec_problems  # torch-free
-
-            out += spec_problems(self)
-        elif isinstance(self.options, dict) and self.options.get("detectors") is not None:
-            from memtui.engine.detectors.config import detector_problems  # torch-free
-
-            out += detector_problems(self.options["detectors"])
+        if self.ablated and isinstance(self.ablated, str) and not Path(os.path.expanduser(self.ablated)).exists():
+            out += _cached_checkpoint_problems(self.ablated)
+        if self.method in method_names() and isinstance(self.inversion, dict):
+            out += inversion_problems(self.method, self.inversion)
+        if self.analysis in main and isinstance(self.options, dict):
+            out += analyses.get(self.analysis).problems(self)
         return out
 
     def validate(self) -> "RunSpec":
@@ -193,15 +182,19 @@ class RunSpec:
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> dict[str, Any]:
-        """The fields that change results, with paths in canonical form."""
+        """The fields that change results, with paths and the inversion settings in canonical form
+        (``nti_mode = "official"`` and ``[inversion.nti] mode = "official"`` are the same run)."""
         d = self.to_dict()
+        d["inversion"] = _canonical_inversion(self.method, self.steps, self.seed, d.get("inversion"))
         for k in NON_RESULT_FIELDS:
             d.pop(k, None)
         for k in PATH_FIELDS:
             d[k] = _norm_path(d[k])
-        if isinstance(d.get("options"), dict) and "detectors" in d["options"]:
-            # detectors only add scores of finished items: naming them on resume is allowed
-            d["options"] = {k: v for k, v in d["options"].items() if k != "detectors"}
+        if isinstance(d.get("options"), dict):
+            # detectors only add scores of finished items, follow-ups add their own part: naming or
+            # changing them on resume is allowed
+            skip = non_result_options()
+            d["options"] = {k: v for k, v in d["options"].items() if k not in skip}
         return d
 
     def differences(self, other: "RunSpec") -> dict[str, tuple[Any, Any]]:
@@ -216,6 +209,24 @@ class RunSpec:
         for k in PATH_FIELDS:
             d[k] = _norm_path(d[k])
         return RunSpec.from_dict(d, validate=False)
+
+
+def _canonical_inversion(method: Any, steps: Any, seed: Any, inversion: Any) -> Any:
+    """The complete inversion settings (defaults filled, legacy keys mapped) without the fields the
+    spec holds itself; the table as given when it is not valid (validation reports it)."""
+    try:
+        full = InversionConfig.from_dict({"method": method, "steps": steps, "seed": seed, **dict(inversion or {})})
+    except (ValueError, TypeError):
+        return inversion
+    return {k: v for k, v in full.to_dict().items() if k not in ("method", "steps", "seed")}
+
+
+def non_result_options() -> set[str]:
+    """``spec.options`` keys that do not change a run's results (left out of the fingerprint)."""
+    out = {"detectors"}
+    for a in analyses.all_analyses():
+        out.update(a.non_result_options)
+    return out
 
 
 def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:

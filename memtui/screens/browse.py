@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import catalog, jobs
+from . import openers
 from ..widgets.gpu_line import GpuLine
 from ..widgets.tables import sync_table
 from ..widgets.log_pane import LogPane
@@ -38,11 +39,8 @@ class BrowseScreen(Screen):
             "earlier (even before memtui was restarted) show their live status.")
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
-        Binding("i", "inspect", "Inspect"),
-        Binding("n", "new_run", "New run"),
+        *openers.bindings("browse"),
         Binding("space", "mark", "Mark run", show=False),
-        Binding("c", "compare", "Compare"),
-        Binding("m", "memories", "Memories", show=False),
         Binding("x", "cancel_run", "Cancel run", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("1", "tab('runs')", "Runs", show=False),
@@ -140,7 +138,7 @@ class BrowseScreen(Screen):
         if have_runs:
             return ""
         cfg = self.app.cfg
-        from ..launch import demo_available
+        from ..demo_world import demo_available
 
         if not cfg.checkpoint_roots and not cfg.dataset_roots and demo_available():
             return ("No runs yet. Press n to run the built-in demo world: a tiny model with the "
@@ -197,22 +195,22 @@ class BrowseScreen(Screen):
 
             self.app.push_screen(RunScreen(entry.path))
         else:
-            self.action_inspect()
+            self.action_open_screen("inspect")
 
-    def action_inspect(self) -> None:
-        from .inspect import InspectScreen
+    def action_open_screen(self, module: str) -> None:
+        openers.open_screen(self, module)
 
+    def selected_run(self) -> jobs.RunInfo | None:
+        """The run under the cursor (None on the other tabs)."""
         entry = self.current_entry()
-        if entry is None:
-            self.notify("nothing selected", severity="warning")
-            return
-        kind = {"runs": "run", "checkpoints": "checkpoint", "datasets": "dataset"}[self.current_tab()]
-        self.app.push_screen(InspectScreen(kind, entry))
+        return entry if isinstance(entry, jobs.RunInfo) else None
 
-    def action_new_run(self) -> None:
-        from .new_run import NewRunScreen
+    def marked_runs(self) -> list[jobs.RunInfo]:
+        """The runs marked with space, in list order."""
+        return [r for r in self.entries["runs"] if str(r.path) in self.marked]
 
-        self.app.push_screen(NewRunScreen())
+    def all_runs(self) -> list[jobs.RunInfo]:
+        return list(self.entries["runs"])
 
     def action_mark(self) -> None:
         entry = self.current_entry()
@@ -222,23 +220,6 @@ class BrowseScreen(Screen):
         self.marked.symmetric_difference_update({key})
         table = self.query_one("#runs-table", DataTable)
         table.update_cell(key, "mark", "●" if key in self.marked else " ")
-
-    def action_compare(self) -> None:
-        from .compare import CompareScreen
-
-        runs = [r for r in self.entries["runs"] if str(r.path) in self.marked] or \
-               [r for r in self.entries["runs"] if r.summary and r.analysis == "concept"]
-        if not runs:
-            self.notify("no finished concept runs to compare (mark runs with space)", severity="warning")
-            return
-        self.app.push_screen(CompareScreen([r.path for r in runs]))
-
-    def action_memories(self) -> None:
-        from .memories import MemoriesScreen
-
-        entry = self.current_entry()
-        if isinstance(entry, jobs.RunInfo):
-            self.app.push_screen(MemoriesScreen(entry.path))
 
     def action_cancel_run(self) -> None:
         entry = self.current_entry()

@@ -11,19 +11,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from .. import jobs
-from ..widgets.summary import find_key, fmt
+from ..widgets.summary import fmt
 from ..widgets.tables import sync_table
+from .openers import Opener
 
 
 def run_labels(info: jobs.RunInfo) -> tuple[str, str]:
-    """(method, concept) of a run: the method is the ablated checkpoint's name (or "base") with
-    the inversion method; the concept is ``spec.concept`` or the erased set's folder name."""
-    spec = info.spec
-    ablated = spec.get("erasure") or (Path(str(spec["ablated"])).stem if spec.get("ablated") else "base")
-    method = f"{ablated} · {spec.get('method', '?')}"
-    erased = spec.get("erased")
-    concept = spec.get("concept") or (Path(str(erased)).name if erased else info.name)
-    return method, str(concept)
+    """(method, concept) of a run, as the report names them (``RunView.method_label``/``concept``)."""
+    return info.view.method_label, info.view.concept
 
 
 def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[float | None, float | None]]]:
@@ -34,10 +29,8 @@ def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[
     cells: dict[tuple[str, str], tuple[float | None, float | None]] = {}
     for info in runs:
         method, concept = run_labels(info)
-        s = info.summary or {}
-        psnr = jobs.set_stat(s, ("erased", "target", "memory"), "psnr", "mean")
-        rd = find_key(s, "relative_distance")
-        cells[(method, concept)] = (psnr, rd if isinstance(rd, (int, float)) else None)
+        view = info.view
+        cells[(method, concept)] = (view.main_psnr(), view.number("relative_distance"))
         if method not in methods:
             methods.append(method)
         if concept not in concepts:
@@ -45,8 +38,20 @@ def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[
     return methods, concepts, cells
 
 
+OPENER = Opener(key="c", description="Compare", hosts=("browse",), order=30)
+
+
 class CompareScreen(Screen):
     """Each cell: mean PSNR of the erased set (dB) · relative distance."""
+
+    @classmethod
+    def open_from(cls, host: Any) -> "CompareScreen | None":
+        """The marked runs, else every finished concept run."""
+        runs = host.marked_runs() or [r for r in host.all_runs() if r.summary and r.analysis == "concept"]
+        if not runs:
+            host.notify("no finished concept runs to compare (mark runs with space)", severity="warning")
+            return None
+        return cls([r.path for r in runs])
 
     HELP = ("Rows are erasure methods (the ablated checkpoint's name and the inversion method), "
             "columns are concepts. Each cell: mean PSNR of the erased set in dB · relative distance "

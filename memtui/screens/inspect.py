@@ -16,10 +16,24 @@ from textual.widgets import Static
 from .. import catalog
 from ..widgets.preview import image_grid
 from ..widgets.summary import summary_renderable
+from .openers import Opener
+
+
+OPENER = Opener(key="i", description="Inspect", hosts=("browse",), order=10)
 
 
 class InspectScreen(ModalScreen[None]):
     """Details of one Browse entry; Escape closes."""
+
+    @classmethod
+    def open_from(cls, host: Any) -> "InspectScreen | None":
+        """The entry under the host's cursor (a run, checkpoint or dataset)."""
+        entry = host.current_entry()
+        if entry is None:
+            host.notify("nothing selected", severity="warning")
+            return None
+        kind = {"runs": "run", "checkpoints": "checkpoint", "datasets": "dataset"}[host.current_tab()]
+        return cls(kind, entry)
 
     BINDINGS = [Binding("escape,q,i", "close", "Close")]
 

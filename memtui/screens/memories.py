@@ -15,12 +15,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from memtui.engine.runs.view import RunView
+
 from .. import jobs
 from ..widgets.histogram import Histogram
 from ..widgets.preview import PreviewPair, image_grid
 from ..widgets.summary import fmt
 from ..widgets.tables import sync_table
-from .run import nll_law_for
+from .openers import Opener
 
 DIST_KEYS = ("distance_to_target", "dist_to_target", "euclidean_to_target", "target_distance", "distance")
 
@@ -33,8 +35,16 @@ def memory_distance(rec: dict[str, Any]) -> float | None:
     return None
 
 
+OPENER = Opener(key="m", description="Memories", hosts=("browse", "run"), show=("run",), order=40)
+
+
 class MemoriesScreen(Screen):
     """Targets and their memories."""
+
+    @classmethod
+    def open_from(cls, host: Any) -> "MemoriesScreen | None":
+        run = host.selected_run()
+        return cls(run.path) if run is not None else None
 
     HELP = ("Each target image of the erased set has N memories: seeds found by inverting from "
             "other images' latents toward the target. Their reconstructions should all look like "
@@ -77,7 +87,7 @@ class MemoriesScreen(Screen):
 
     def action_reload(self) -> None:
         self.records = jobs.latest_results(jobs.read_jsonl(self.run_dir / "results.jsonl"))
-        self.law = nll_law_for(self.run_dir, jobs.read_json(self.run_dir / "summary.json"))
+        self.law = RunView.open(self.run_dir).nll_law()
         t = self.query_one("#targets", DataTable)
         rows = []
         for rec in self.records.values():

@@ -1,6 +1,7 @@
 """The New-run screen: a form (name, base, ablated, erased set, reference set, analysis, method,
-steps, batch size, precision). F2 checks it, F5 / ctrl+r launch; problems are listed in words.
-Validation may import the loading engine (torch), so it runs in a worker thread."""
+steps, batch size, precision, then the chosen analysis' own options, from its declaration). F2
+checks it, F5 / ctrl+r launch; problems are listed in words. Validation may import the loading
+engine (torch), so it runs in a worker thread."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,12 +10,13 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select, Static
 
 from .. import launch
+from .openers import Opener
 
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("name", "run name", "letters, digits, . _ -"),
@@ -24,11 +26,14 @@ TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("reference", "reference set", "dataset folder"),
 )
 SELECTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("analysis", "analysis", launch.ANALYSES),
-    ("method", "method", launch.METHODS),
+    ("analysis", "analysis", launch.analysis_names()),
+    ("method", "method", launch.method_names()),
     ("precision", "precision", launch.PRECISIONS),
 )
 NUMBERS: tuple[tuple[str, str, str], ...] = (("steps", "steps", "50"), ("batch_size", "batch size", "8"))
+
+
+OPENER = Opener(key="n", description="New run", hosts=("browse",), order=20)
 
 
 class Checked(Message):
@@ -45,8 +50,13 @@ class Checked(Message):
 class NewRunScreen(Screen):
     """Fill the form, check, launch; the run then opens in the Run screen."""
 
+    @classmethod
+    def open_from(cls, host: Any) -> "NewRunScreen":
+        return cls()
+
     HELP = ("Paths may be folders or weight files; a base model may also be the id of a model in "
             "the local Hugging Face cache. Nothing is downloaded. Tab moves between fields.")
+    DEFAULT_CSS = "#options { height: auto; }"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f2", "check", "Check"),
@@ -86,12 +96,41 @@ class NewRunScreen(Screen):
                 with Horizontal(classes="field"):
                     yield Label(label)
                     yield Input(d.get(fid, default), id=f"f-{fid}", compact=True)
+            yield Vertical(id="options")
             yield Static(Text(f"runs folder: {runs_dir}", style="dim"), classes="hint")
             yield Static("", id="problems", classes="problems")
         yield Footer()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.query_one("#f-name", Input).focus()
+        await self.show_options(str(self.query_one("#f-analysis", Select).value))
+
+    @on(Select.Changed, "#f-analysis")
+    async def analysis_changed(self, event: Select.Changed) -> None:
+        await self.show_options(str(event.value))
+
+    async def show_options(self, analysis: str) -> None:
+        """One input per declared option of ``analysis`` (empty = its default, shown as the hint)."""
+        box = self.query_one("#options", Vertical)
+        await box.remove_children()
+        rows = []
+        for info in launch.option_fields(analysis):
+            default = info.default if info.default is not None else ""
+            if isinstance(default, (list, tuple)):
+                default = " ".join(map(str, default))
+            hint = f"{default}" if default != "" else "default"
+            if info.choices:
+                hint += " (" + " | ".join(map(str, info.choices)) + ")"
+            rows.append(Horizontal(Label(info.name.replace("_", " ")),
+                                   Input("", placeholder=hint, id=f"o-{info.name}", compact=True,
+                                         tooltip=info.help), classes="field"))
+        if rows:
+            await box.mount(*rows)
+
+    def option_values(self) -> dict[str, str]:
+        """The analysis options' current texts (option name -> text)."""
+        return {w.id.removeprefix("o-"): w.value for w in self.query("#options Input").results(Input)
+                if w.id}
 
     def values(self) -> dict[str, str]:
         """The form's current values as text."""
@@ -128,7 +167,7 @@ class NewRunScreen(Screen):
     def run_check(self, then_launch: bool) -> None:
         values = self.values()
         self.set_problems([], "checking…")
-        self.validate_worker(launch.spec_from_form(values), values["name"], then_launch)
+        self.validate_worker(launch.spec_from_form(values, self.option_values()), values["name"], then_launch)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="validate")
     def validate_worker(self, spec: dict[str, Any], name: str, then_launch: bool) -> None:

@@ -4,7 +4,6 @@ place, the progress bar, the query/reconstruction preview of the highlighted ite
 histograms, the summary, the errors of failed items and the run's log."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from memtui.engine.runs.view import RunView
+
 from .. import jobs
+from . import openers
 from ..widgets.gpu_line import GpuLine
 from ..widgets.histogram import Histogram
 from ..widgets.items_table import ItemsTable
@@ -30,42 +32,6 @@ from ..widgets.summary import summary_renderable
 
 POLL_S = 0.25  # ~4 Hz
 TABS: tuple[str, ...] = ("preview", "nll", "psnr", "summary", "errors", "log")
-
-
-def seed_dim(run_dir: Path) -> int | None:
-    """Number of entries of a seed z_T, read from the header of the first latents file
-    (safetensors header JSON; no torch needed)."""
-    import json
-    import struct
-
-    for f in sorted((Path(run_dir) / "latents").glob("*.safetensors"))[:1]:
-        try:
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-            shape = header.get("z_T", {}).get("shape")
-            if shape:
-                return int(math.prod(shape[1:] if len(shape) == 4 else shape))
-        except (OSError, ValueError, struct.error):
-            return None
-    return None
-
-
-def nll_law_for(run_dir: Path, summary: dict[str, Any] | None) -> tuple[float, float] | None:
-    """(mean, std) of NLL under N(0, I_d) for this run's seed size d, from the metrics engine."""
-    d = (summary or {}).get("d")
-    normal = (summary or {}).get("normal")
-    if not isinstance(d, int) and isinstance(normal, dict) and isinstance(normal.get("d"), int):
-        d = normal["d"]
-    d = d if isinstance(d, int) and d > 0 else seed_dim(run_dir)
-    if not d:
-        return None
-    try:
-        from memtui.engine.metrics import nll_law
-    except ImportError:
-        return None
-    mean, std = nll_law(d)
-    return float(mean), float(std)
 
 
 @dataclass
@@ -113,7 +79,7 @@ class RunScreen(Screen):
         Binding("4", "tab('summary')", "Summary"),
         Binding("5", "tab('errors')", "Errors", show=False),
         Binding("6", "tab('log')", "Log", show=False),
-        Binding("m", "memories", "Memories"),
+        *openers.bindings("run"),
         Binding("x", "cancel_run", "Cancel run"),
         Binding("e", "export_report", "Export report"),
         Binding("j", "cursor_down", "Down", show=False),
@@ -194,7 +160,7 @@ class RunScreen(Screen):
                 quiet_polls += 1
             if state.law is None and (summary or new_results):
                 # the law needs the metrics engine (numpy/scipy): computed after the first rows show
-                state.law = nll_law_for(self.run_dir, summary)
+                state.law = RunView(self.run_dir, {}, summary or {}).nll_law()
                 if state.law is not None:
                     self.post_message(RunUpdate([], status, total, summary, state.law, [], False))
             if not live and quiet_polls >= 2:
@@ -288,10 +254,12 @@ class RunScreen(Screen):
     def action_cursor_up(self) -> None:
         self.query_one(ItemsTable).action_cursor_up()
 
-    def action_memories(self) -> None:
-        from .memories import MemoriesScreen
+    def action_open_screen(self, module: str) -> None:
+        openers.open_screen(self, module)
 
-        self.app.push_screen(MemoriesScreen(self.run_dir))
+    def selected_run(self) -> jobs.RunInfo:
+        """This screen's run."""
+        return jobs.read_run(self.run_dir)
 
     def action_export_report(self) -> None:
         from ..export import export_report

@@ -3,15 +3,15 @@ distance, as Rich tables (display only; the numbers are the file's)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..jobs import set_stat
+from memtui.engine.runs.view import RunView
 
-SETS: tuple[str, ...] = ("erased", "reference", "target", "memory", "control", "scramble")
 EMD_KEYS: tuple[tuple[str, str], ...] = (
     ("erased_normal", "EMD erased ↔ normal"), ("reference_normal", "EMD reference ↔ normal"),
     ("erased_reference", "EMD erased ↔ reference"), ("relative_distance", "relative distance"),
@@ -27,42 +27,31 @@ def fmt(v: Any, digits: int = 2) -> str:
     return f"{v:,.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def find_key(summary: dict[str, Any], key: str) -> Any:
-    """``summary[key]``, or inside a nested ``emd``/``emds``/``distances`` block."""
-    if key in summary:
-        return summary[key]
-    for block in ("emd", "emds", "distances", "relative"):
-        sub = summary.get(block)
-        if isinstance(sub, dict) and key in sub:
-            return sub[key]
-    return None
-
-
 def summary_renderable(summary: dict[str, Any] | None) -> RenderableType:
-    """Per-set count/mean/std of PSNR and NLL, then EMDs and relative distance."""
+    """Per-set count/mean/std of PSNR and NLL (the sets the run wrote), then EMDs and relative
+    distance, read through :class:`RunView`."""
     if not summary:
         return Text("no summary yet (written when the run finishes)", style="dim")
     sets = Table(title="per set (mean ± std)", box=None, header_style="bold", pad_edge=False)
     for col, width in (("set", 6), ("n", 1), ("PSNR dB", 5), ("±", 4), ("NLL", 7), ("±", 4)):
         sets.add_column(col, justify="left" if col == "set" else "right", min_width=width,
                         no_wrap=col != "set")
-    for name in SETS:
-        mean = set_stat(summary, (name,), "psnr", "mean")
-        nmean = set_stat(summary, (name,), "nll", "mean")
+    view = RunView(Path("."), {}, summary)
+    for name in view.set_names():
+        mean, nmean = view.set_stat(name, "psnr"), view.set_stat(name, "nll")
         if mean is None and nmean is None:
             continue
-        count = set_stat(summary, (name,), "psnr", "count") or set_stat(summary, (name,), "nll", "count")
+        count = view.set_stat(name, "psnr", "count") or view.set_stat(name, "nll", "count")
         sets.add_row(name, fmt(int(count)) if count is not None else "-", fmt(mean),
-                     fmt(set_stat(summary, (name,), "psnr", "std")), fmt(nmean, 1),
-                     fmt(set_stat(summary, (name,), "nll", "std"), 1))
+                     fmt(view.set_stat(name, "psnr", "std")), fmt(nmean, 1), fmt(view.set_stat(name, "nll", "std"), 1))
     dist = Table(box=None, show_header=False, pad_edge=False)
     dist.add_column("what")
     dist.add_column("value", justify="right")
     for key, label in EMD_KEYS:
-        val = find_key(summary, key)
+        val = summary.get(key)
         if val is not None:
             dist.add_row(label, fmt(val, 3 if key == "relative_distance" else 1))
-    normal = find_key(summary, "normal")
+    normal = summary.get("normal")
     parts: list[RenderableType] = [sets, dist]
     if isinstance(normal, dict):
         desc = ", ".join(f"{k}={fmt(v, 1)}" for k, v in normal.items() if v is not None)

@@ -38,7 +38,7 @@ def _no_demo_defaults(request, monkeypatch):
     """Screens in tests don't depend on whether the demo weights are installed (except in tests
     that ask for the ``demo_allowed`` fixture)."""
     if "demo_allowed" not in request.fixturenames:
-        monkeypatch.setattr("memtui.launch.demo_available", lambda: False)
+        monkeypatch.setattr("memtui.demo_world.demo_available", lambda: False)
 
 
 @pytest.fixture

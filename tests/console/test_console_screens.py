@@ -119,9 +119,9 @@ async def test_compare_table_equals_summaries(config, runs_dir):
         assert header == ["method", "church", "parachute"]
         for name, (method, concept, _, _) in specs.items():
             s = json.loads((runs_dir / name / "summary.json").read_text())
-            cell = table.get_cell(f"{method} · ddim", concept)
+            cell = table.get_cell(f"ddim·{method}", concept)
             assert cell == f"{s['sets']['erased']['psnr']['mean']:.2f} dB · {s['relative_distance']:.2f}"
-        assert table.get_cell("uce · ddim", "church") == ""
+        assert table.get_cell("ddim·uce", "church") == ""
 
 
 async def test_memories_view(config, runs_dir):

@@ -163,7 +163,7 @@ def prompts_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def generated_set(tiny_pipe_dir: Path, prompts_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generate run of PROMPTS_CSV (5 rows, 4 LMS steps) on the tiny pipeline, uninterrupted."""
-    from memtui.engine.analyses import run
+    from memtui.engine.compute.run import run_spec as run
 
     out = tmp_path_factory.mktemp("gen") / "church"
     run(generate_spec(tiny_pipe_dir, prompts_csv), out)

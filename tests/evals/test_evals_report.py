@@ -97,14 +97,14 @@ def test_report_figures_and_numbers_equal_summaries(concept_runs, tmp_path) -> N
                     assert float(row[f"sets.{set_name}.{m}.{stat}"]) == s["sets"][set_name][m][stat]
     assert float(rows["church"]["detection.imagenet:church.erased.recon_rate"]) == \
         summaries["church"]["detection"]["imagenet:church"]["sets"]["erased"]["recon_rate"]
-    # the method x concept table: one row (ddim·vanilla), a column per concept
+    # the method x concept table: one row (ddim·base), a column per concept
     mc = list(csv.DictReader(open(out / "method_concept.csv")))
-    assert {(r["method"], r["concept"]) for r in mc} == {("ddim·vanilla", "church"), ("ddim·vanilla", "parachute")}
+    assert {(r["method"], r["concept"]) for r in mc} == {("ddim·base", "church"), ("ddim·base", "parachute")}
     for r in mc:
         assert float(r["relative_distance"]) == summaries[r["run"]]["relative_distance"]
-    line = next(x for x in md.splitlines() if x.startswith("| ddim·vanilla |"))
+    line = next(x for x in md.splitlines() if x.startswith("| ddim·base |"))
     rd = [summaries["church"]["relative_distance"], summaries["parachute"]["relative_distance"]]
-    assert line == "| ddim·vanilla | " + " | ".join(f"{v:.4g}" for v in rd) + " |"
+    assert line == "| ddim·base | " + " | ".join(f"{v:.4g}" for v in rd) + " |"
     items = list(csv.DictReader(open(out / "items.csv")))
     recs = _records(concept_runs[1])
     assert len([r for r in items if r["run"] == "parachute"]) == len(recs)

@@ -8,6 +8,7 @@ import pytest
 
 from memtui.batch import spec_from_args
 from memtui.cli import build_parser, main
+from memtui.engine.runs.spec import SpecError
 from memtui.engine.runs.store import RunDir
 
 from .conftest import write_coco, write_official
@@ -84,15 +85,15 @@ def test_every_item_in_error_exits_1(tiny_pipe_dir, tmp_path, capsys) -> None:
 
 
 def test_cancelled_run_exits_130(tiny_pipe_dir, small, tmp_path, monkeypatch, capsys) -> None:
-    import memtui.engine.analyses as analysis
+    import memtui.engine.compute.run as runner
 
-    real = analysis.run
+    real = runner.run_spec
 
     def cancelled_early(spec, run_dir, progress=None, cancel=None):
         cancel.set()  # as SIGINT would, before the first batch
         return real(spec, run_dir, progress=progress, cancel=cancel)
 
-    monkeypatch.setattr(analysis, "run", cancelled_early)
+    monkeypatch.setattr(runner, "run_spec", cancelled_early)
     out = tmp_path / "run"
     assert main(base_args(tiny_pipe_dir, small, out)) == 130
     assert RunDir(out).status() == "cancelled" and "resume" in capsys.readouterr().err
@@ -102,11 +103,15 @@ def test_spec_file_with_flag_overrides(tiny_pipe_dir, small, tmp_path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text(f'base = "{tiny_pipe_dir}"\nerased = "{small[0]}"\nreference = "{small[1]}"\n'
                     'method = "renoise"\nsteps = 10\nbatch_size = 4\n[inversion]\nguidance = 1.0\n'
-                    '[options]\nnote = "x"\n')
+                    '[options]\nconcept = "x"\n')
     args = build_parser().parse_args(["--batch", "--spec", str(toml), "--steps", "5", "--out", str(tmp_path / "o")])
     spec = spec_from_args(args)
     assert (spec.method, spec.steps, spec.batch_size) == ("renoise", 5, 4)
-    assert spec.inversion == {"guidance": 1.0} and spec.options == {"note": "x"}
+    assert spec.inversion == {"guidance": 1.0} and spec.options == {"concept": "x"}
+    # an option no analysis declares is a typo to report, not a setting to ignore
+    toml.write_text(toml.read_text().replace('concept = "x"', 'conept = "x"'))
+    with pytest.raises(SpecError, match="options not used by the concept analysis: options.conept"):
+        spec_from_args(build_parser().parse_args(["--batch", "--spec", str(toml), "--out", str(tmp_path / "o")]))
     (tmp_path / "bad.toml").write_text('base = "x"\nstesp = 5\n')
     with pytest.raises(ValueError, match="unknown spec field.*stesp"):
         spec_from_args(build_parser().parse_args(["--batch", "--spec", str(tmp_path / "bad.toml"), "--out", "o"]))
