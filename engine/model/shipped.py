@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["demo_dir", "base_dir", "erased_path"]
+__all__ = ["DEMO_CONCEPT", "demo_dir", "base_dir", "erased_path"]
 
 DEMO_CONCEPT = "circle"  # the concept the shipped twin forgot
 
