@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from console_helpers import concept_records, concept_summary, make_run
+from tests.console.console_helpers import concept_records, concept_summary, make_run
 
 from memtui.config import Config
 

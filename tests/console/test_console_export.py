@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from console_helpers import make_app, settle, wait_until
+from tests.console.console_helpers import make_app, settle, wait_until
 
 from memtui.export import report_command, report_dir_for
 from memtui.screens.compare import CompareScreen

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from console_helpers import make_app, plain, settle, wait_until, write_png
+from tests.console.console_helpers import make_app, plain, settle, wait_until, write_png
 
 from memtui import jobs
 from memtui.screens.new_run import NewRunScreen

@@ -14,7 +14,7 @@ from memtui.widgets.histogram import Histogram
 from memtui.widgets.items_table import ItemsTable
 from memtui.widgets.preview import PreviewPair
 
-from console_helpers import concept_records, make_app, make_run, plain, settle, wait_until
+from tests.console.console_helpers import concept_records, make_app, make_run, plain, settle, wait_until
 
 
 async def open_run(pilot, name: str) -> RunScreen:

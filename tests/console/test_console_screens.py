@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from console_helpers import (concept_records, concept_summary, make_app, make_run, plain, settle,
+from tests.console.console_helpers import (concept_records, concept_summary, make_app, make_run, plain, settle,
                              wait_until, write_png)
 
 from memtui.config import load_config

@@ -4,7 +4,7 @@ looking at the report."""
 from __future__ import annotations
 
 import pytest
-from console_helpers import concept_records, concept_summary, make_app, make_run, settle
+from tests.console.console_helpers import concept_records, concept_summary, make_app, make_run, settle
 
 from textual.widgets import Input
 

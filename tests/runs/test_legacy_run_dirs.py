@@ -10,7 +10,6 @@ against ``inputs.sha256`` (the hashes of the files the old release used), and ea
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from memtui.engine.runs.store import RunDir
 from memtui.engine.runs.view import RunView
 from memtui.jobs import read_run
 
-from .conftest import write_coco, write_official
+from tests.helpers import make_captions_set, write_coco, write_official
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures" / "runs_v1"
@@ -33,14 +32,6 @@ OLD_DATA_ROOT = Path("/tmp/legacy_rd/data")  # where the old release found model
 PATH_FIELDS = ("base", "erased", "reference")
 KEPT = ["erased-0", "erased-1", "erased-2"]  # the records the interrupted concept run kept
 ALL_CONCEPT = KEPT + ["reference-139", "reference-285", "reference-632"]
-
-
-def _memories_writer():
-    """``make_captions_set`` from tests/memories/conftest.py (that folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("_legacy_memories_conftest", TESTS / "memories" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_captions_set
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,6 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_pipeline(tiny_pipeline(seed=0), root / "tiny" / "pipeline")
     write_official(root / "concept" / "church", 3)
     write_coco(root / "concept" / "coco", [632, 139, 285], modes=["L", "RGBA", "P"])
-    make_captions_set = _memories_writer()
     make_captions_set(root / "memdata" / "erased", 2, 0)
     make_captions_set(root / "memdata" / "reference", 6, 1, corrupt=(4,))
     return root

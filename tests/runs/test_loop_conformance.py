@@ -34,7 +34,7 @@ from memtui.engine.runs.schema import FORMAT_VERSION
 from memtui.engine.runs.spec import RunSpec
 from memtui.engine.runs.store import RunDir, RunLockedError
 
-from .conftest import write_official
+from tests.helpers import write_official
 
 ANALYSES = list(analyses.main_names())  # every analysis a run can be started with
 FILE_FIELDS = ("latents", "query", "recon", "decoded", "reassembled", "image")

@@ -12,7 +12,7 @@ from PIL import Image
 from memtui.engine.data.datasets import DatasetError, detect_layout, read_dataset
 from memtui.engine.data.images import load_image, preprocess
 
-from .conftest import smooth_rgb, write_coco, write_official
+from tests.helpers import smooth_rgb, write_coco, write_official
 
 
 def test_official_numeric_order_and_prompts(tmp_path: Path) -> None:

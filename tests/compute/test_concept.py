@@ -24,7 +24,7 @@ from memtui.engine.compute.concept import run_concept
 from memtui.engine.runs.store import RunDir
 from memtui.engine.runs.spec import RunSpec, SpecMismatchError
 
-from .conftest import write_coco, write_official
+from tests.helpers import write_coco, write_official
 
 STEPS = 5
 

@@ -18,6 +18,8 @@ import torch
 from memtui.engine import testkit as tk
 from memtui.engine.model.loading import CheckpointKind, ModelNotFoundError, detect_kind, load_ablated, load_base
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 XATTN_KV = r"attn2\.to_[kv]\.weight$"
 PROMPTS = ["a photo of a red circle", "van gogh painting of a church"]
 

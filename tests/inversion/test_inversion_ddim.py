@@ -10,6 +10,8 @@ from diffusers import DDIMScheduler
 
 from memtui.engine.inversion import ddim_invert, ddim_sample, ddim_trajectory, ddim_trajectory_t1
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
 

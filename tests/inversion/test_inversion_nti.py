@@ -13,6 +13,8 @@ from diffusers import DDIMScheduler
 
 from memtui.engine.inversion import ddim_sample, ddim_trajectory, ddim_trajectory_t1, empty_embedding, nti_invert
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
 

@@ -12,6 +12,8 @@ from scipy.spatial.distance import cdist
 
 from memtui.engine import metrics as m
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 
 def test_psnr_hand_computation() -> None:
     a = np.zeros((2, 2, 3), np.uint8)

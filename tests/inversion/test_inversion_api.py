@@ -9,6 +9,8 @@ from memtui.engine.diffusion.noise import noise_from_generators
 from memtui.engine.inversion import (InversionConfig, NTIOptions, RenoiseConfig, ddim_invert, ddim_sample,
                                      invert_images, invert_latents, renoise_invert)
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 PROMPTS = ["a red circle", "a photo of a dog"]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import GEN_STEPS, generate_spec
+from tests.helpers import GEN_STEPS, generate_spec
 
 
 def _png(path: Path) -> np.ndarray:

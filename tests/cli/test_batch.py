@@ -11,7 +11,7 @@ from memtui.cli import build_parser, main
 from memtui.engine.runs.spec import SpecError
 from memtui.engine.runs.store import RunDir
 
-from .conftest import write_coco, write_official
+from tests.helpers import write_coco, write_official
 
 
 @pytest.fixture()

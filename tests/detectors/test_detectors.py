@@ -8,7 +8,7 @@ from PIL import Image
 
 from memtui.engine.detectors import DetectorError, load_detector
 
-from .conftest import STYLE_BIAS
+from tests.helpers import STYLE_BIAS
 
 
 def solid(rgb: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> Image.Image:

@@ -15,6 +15,8 @@ from memtui.engine.model.loading import (CheckpointKind, CheckpointMismatchError
                                    UnsupportedCheckpointError, detect_kind, inspect_checkpoint,
                                    load_ablated, load_base, load_file)
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 PROMPTS = ["a photo of a red circle", "van gogh painting of a church"]
 
 

@@ -12,6 +12,8 @@ from PIL import Image
 from memtui.engine.data.images import (ImageError, load_image, preprocess, preprocess_batch, save_png,
                                   tensor_to_pil, to_uint8)
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 
 def _roundtrip(img: Image.Image, tmp_path: Path, fmt: str = "PNG", **kw) -> Image.Image:
     p = tmp_path / f"img.{fmt.lower()}"

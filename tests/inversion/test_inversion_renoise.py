@@ -15,6 +15,8 @@ from memtui.engine.inversion import (RenoiseConfig, autocorr_loss, ddim_invert, 
 from memtui.engine.diffusion.ddim import schedule
 from memtui.engine.model.schedule import alpha, alpha_prev
 
+pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
+
 PROMPTS = ["a red circle", "a photo of a dog"]
 PLAIN = RenoiseConfig(noise_regularization=False, average_latent_estimations=False)
 

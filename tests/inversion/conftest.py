@@ -1,0 +1,13 @@
+"""Fixtures of the inversion tests: deterministic random images for decoder inversion."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def rand_images() -> torch.Tensor:
+    """Three smooth-ish random RGB images ``[3, 3, 32, 32]`` in [-1, 1] (seeded)."""
+    g = torch.Generator().manual_seed(1)
+    low = torch.rand(3, 3, 8, 8, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=32, mode="bilinear", align_corners=False)
