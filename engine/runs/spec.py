@@ -200,7 +200,10 @@ class RunSpec:
     def differences(self, other: "RunSpec") -> dict[str, tuple[Any, Any]]:
         """Result-changing fields where ``self`` (stored) and ``other`` (given) differ."""
         a, b = self.fingerprint(), other.fingerprint()
-        return {k: (getattr(self, k), getattr(other, k)) for k in a if a[k] != b.get(k)}
+        diff = {k: (getattr(self, k), getattr(other, k)) for k in a if a[k] != b.get(k)}
+        if "method" in diff and "inversion" in diff and self.inversion == other.inversion:
+            del diff["inversion"]  # the same table read for another method: the method is the difference
+        return diff
 
     def resolved_paths(self) -> "RunSpec":
         """A copy with existing paths made absolute (stored in spec.json so a run can be resumed
