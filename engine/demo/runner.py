@@ -63,9 +63,8 @@ def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | Non
     erased = load_base(spec.base, device=device, precision=spec.precision)
     if spec.ablated:
         load_ablated(erased, spec.ablated)
-    concepts = load_detector(demo_dir()).concepts
     with torch.no_grad(), load_detector(demo_dir()) as det:
-        pt = prompt_test(base, erased, concepts, det, n=n, steps=steps, guidance=GUIDANCE, seed=spec.seed,
+        pt = prompt_test(base, erased, det.concepts, det, n=n, steps=steps, guidance=GUIDANCE, seed=spec.seed,
                          out_dir=rd.path / "prompt_test", erased_concept=DEMO_CONCEPT,
                          progress=progress, cancel=cancel)
     summary = rd.read_summary() or {}
