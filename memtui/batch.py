@@ -2,7 +2,8 @@
 
 stdout carries data only (the final table, or summary.json with ``--json``); progress and messages
 go to stderr (a rich progress bar when stderr is a terminal, else one plain line per ~10%).
-SIGINT / SIGTERM stop the run after the current batch (exit 130, resumable); a second one aborts.
+SIGINT / SIGTERM / SIGHUP stop the run after the current batch (exit 130, resumable); a second one
+aborts. A Ctrl-C before the run starts exits 130 quietly.
 Never imports Textual (a test enforces it).
 """
 from __future__ import annotations
@@ -119,7 +120,9 @@ class Reporter:
 
 
 class _Signals:
-    """SIGINT/SIGTERM -> set ``cancel`` (first time), KeyboardInterrupt (second time)."""
+    """SIGINT/SIGTERM/SIGHUP -> set ``cancel`` (first time), KeyboardInterrupt (second time)."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
@@ -129,11 +132,14 @@ class _Signals:
         if self.cancel.is_set():
             raise KeyboardInterrupt
         self.cancel.set()
-        _err("stopping after the current batch (the run stays resumable); interrupt again to abort")
+        try:  # after a hang-up the terminal may be gone: the message must not break the run
+            _err("stopping after the current batch (the run stays resumable); interrupt again to abort")
+        except (OSError, ValueError):
+            pass
 
     def __enter__(self) -> "_Signals":
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in self.SIGNALS:
                 self.old[s] = signal.signal(s, self._handle)
         return self
 
@@ -195,8 +201,33 @@ def _exit_code(summary: dict[str, Any]) -> int:
     return EXIT_OK
 
 
+def _preflight(spec: Any) -> list[str]:
+    """Problems found before the run directory is written (device, damaged model files); a demo
+    spec's models are made by the run itself, so only its device is checked."""
+    from memtui.engine.runs.lifecycle import device_problem, preflight_problems
+
+    if spec.demo:
+        problem = device_problem(spec.device)
+        return [problem] if problem else []
+    return preflight_problems(spec)
+
+
 def run_batch(args: argparse.Namespace) -> int:
-    """Run ``args`` headless; returns the exit code (see ``memtui --help``)."""
+    """Run ``args`` headless; returns the exit code (see ``memtui --help``). A Ctrl-C before the
+    run has started (while the libraries load) exits 130 with the resume hint, no traceback."""
+    try:
+        return _run_batch(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        try:
+            _err("interrupted; resume with the same command" + (f" (run directory {out})" if out else ""))
+        except (OSError, ValueError):
+            pass
+        return EXIT_INTERRUPTED
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    """:func:`run_batch` without its KeyboardInterrupt guard."""
     from memtui.engine.data.datasets import DatasetError
     from memtui.engine.runs.store import RunDir, RunLockedError
     from memtui.engine.runs.spec import SpecError
@@ -210,6 +241,9 @@ def run_batch(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         spec = spec_from_args(args)
+        problems = _preflight(spec)
+        if problems:
+            raise SpecError("cannot run this spec:\n" + "\n".join(f"  - {p}" for p in problems))
         rd = RunDir(args.out)
         mode = rd.prepare(spec, restart=args.restart)
     except RunLockedError as e:

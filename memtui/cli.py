@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from memtui.exit_codes import EXIT_CODES_HELP, EXIT_USAGE
+from memtui.exit_codes import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -117,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     if args.batch:
-        from .batch import run_batch
-
+        try:
+            from .batch import run_batch
+        except KeyboardInterrupt:  # Ctrl-C while the batch runner is still importing
+            print("memtui: interrupted before the run started", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return run_batch(args)
     try:
         from memtui.app import run_app

@@ -22,6 +22,7 @@ from typing import Any
 
 from memtui.engine.core.io import parse_jsonl
 from memtui.engine.runs.store import RunDir
+from memtui.engine.runs.store import pid_alive as store_pid_alive
 from memtui.engine.runs.view import RunView
 
 PID_FILE = "console.pid"
@@ -42,7 +43,7 @@ class _Tail:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 chunk = f.read()
-        except FileNotFoundError:
+        except OSError:  # missing, or unreadable (a broken run: read_run reports why)
             return b""
         end = chunk.rfind(b"\n")
         self.offset += end + 1
@@ -87,25 +88,31 @@ def latest_results(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+_CHILDREN: dict[int, subprocess.Popen] = {}  # runs this console spawned, until reaped
+
+
+def reap_children() -> None:
+    """Reap the runs this console spawned that have exited (``Popen.poll`` collects their exit
+    status), so none is left a zombie that would hold its run's lock."""
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            _CHILDREN.pop(pid, None)
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (and is not a zombie we own)."""
-    if pid <= 0:
+    """Whether process ``pid`` is alive: a run this console spawned until it exits (then it is
+    reaped), any other process as ``memtui.engine.runs.store.pid_alive`` sees it (a zombie or
+    dead process is not alive). Never collects the exit status of a child it did not spawn."""
+    if not isinstance(pid, int) or pid <= 0:
         return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return True
+        _CHILDREN.pop(pid, None)
         return False
-    except PermissionError:
-        return True
-    return True
+    reap_children()
+    return store_pid_alive(pid)
 
 
 def read_pid(run_dir: Path) -> int | None:
@@ -127,6 +134,7 @@ class RunInfo:
     errors: int = 0
     total: int | None = None
     summary: dict[str, Any] | None = None
+    problem: str | None = None  # why a ``broken`` run cannot be read (file and reason)
 
     @property
     def name(self) -> str:
@@ -153,8 +161,8 @@ class RunInfo:
         return RunView(self.path, self.spec, self.summary or {})
 
     def headline(self) -> str:
-        """The run's key figures when known (the analysis declaration's headline)."""
-        return self.view.headline()
+        """The run's key figures when known (the analysis declaration's headline; "" when broken)."""
+        return "" if self.problem else self.view.headline()
 
 
 def run_status(run_dir: Path) -> str:
@@ -168,17 +176,55 @@ def run_status(run_dir: Path) -> str:
     return status
 
 
+BROKEN = "broken"  # the status of a run directory whose files cannot be read (see RunInfo.problem)
+_READ_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when missing; raises ``ValueError`` naming the file when it is
+    not valid JSON or not an object, and ``OSError`` when it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path.name} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object (it holds a {type(data).__name__})")
+    return data
+
+
+def describe_problem(e: BaseException) -> str:
+    """A one-line reason for a read failure, naming the file when known."""
+    if isinstance(e, OSError) and e.filename:
+        return f"{Path(str(e.filename)).name}: {e.strerror or type(e).__name__}"
+    return str(e) or type(e).__name__
+
+
 def read_run(run_dir: Path) -> RunInfo:
-    """Read a run directory's spec, status, progress and summary into a :class:`RunInfo`."""
+    """Read a run directory's spec, status, progress and summary into a :class:`RunInfo`. A run
+    whose files cannot be read is returned with status ``broken`` and the reason in ``problem``
+    (never an exception, so one damaged run cannot hide the others)."""
 
     run_dir = Path(run_dir)
-    rd = RunDir(run_dir)
-    info = RunInfo(path=run_dir, spec=read_json(run_dir / RunDir.SPEC) or {})
-    info.status = run_status(run_dir)
-    results = rd.read_results()
-    info.done, info.total = len(results), rd.progress()[1]
-    info.errors = sum(1 for r in results.values() if r.get("status") == "error")
-    info.summary = rd.read_summary()
+    info = RunInfo(path=run_dir)
+    try:
+        rd = RunDir(run_dir)
+        info.spec = read_object(run_dir / RunDir.SPEC) or {}
+        info.summary = read_object(run_dir / RunDir.SUMMARY)
+        info.status = run_status(run_dir)
+        results = rd.read_results()
+        info.done, info.total = len(results), rd.progress()[1]
+        info.errors = sum(1 for r in results.values() if r.get("status") == "error")
+        info.view.headline()  # labels and figures must be readable too
+    except _READ_ERRORS as e:
+        info.status, info.problem = BROKEN, describe_problem(e)
+        if not isinstance(info.spec, dict):
+            info.spec = {}
+        info.summary = None
     return info
 
 
@@ -186,6 +232,7 @@ def is_live(run_dir: Path) -> bool:
     """Whether the run's process is alive: the run lock (``run.pid``) or the pid this console
     recorded when it spawned the run (``console.pid``)."""
 
+    reap_children()
     if RunDir(run_dir).live_lock() is not None:
         return True
     pid = read_pid(run_dir)
@@ -203,16 +250,23 @@ def run_pid(run_dir: Path) -> int | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "spec.json").exists() or (Path(path) / PID_FILE).exists()
+    """Whether ``path`` holds a spec.json or console.pid (True when it cannot be looked into: it is
+    then listed as a broken run with the reason rather than silently left out)."""
+    try:
+        return (Path(path) / "spec.json").exists() or (Path(path) / PID_FILE).exists()
+    except OSError:
+        return True
 
 
 def find_runs(runs_dir: Path) -> list[RunInfo]:
-    """Every run directory directly under ``runs_dir``, sorted by name."""
+    """Every run directory directly under ``runs_dir``, sorted by name; damaged ones are included
+    with status ``broken`` (see :func:`read_run`)."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    try:
+        entries = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
         return []
-    return [read_run(p) for p in sorted(runs_dir.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and is_run_dir(p)]
+    return [read_run(p) for p in entries if is_run_dir(p)]
 
 
 # ---------------------------------------------------------------------------- spawning, cancel
@@ -223,13 +277,16 @@ def batch_command(spec_file: Path, run_dir: Path) -> list[str]:
 
 def spawn_run(spec_file: Path, run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a run in its own session (it survives the console); output goes to
-    ``run_dir/console.log``; the pid is written to ``run_dir/console.pid``."""
+    ``run_dir/console.log``; the pid is written to ``run_dir/console.pid``. The console keeps the
+    Popen and reaps it once it exits (:func:`reap_children`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(batch_command(spec_file, run_dir), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env, close_fds=True)
+    reap_children()
+    _CHILDREN[proc.pid] = proc  # polled by pid_alive / reap_children: reaped when it exits
     tmp = run_dir / (PID_FILE + ".tmp")
     tmp.write_text(str(proc.pid))
     os.replace(tmp, run_dir / PID_FILE)

@@ -36,17 +36,19 @@ Torch-free at import (the ``generate`` analysis is imported by spec validation).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from memtui.engine.core.cancel import is_cancelled
 from memtui.engine.core.device import empty_cache, is_oom, resolve_device
 from memtui.engine.core.io import utc_now
 from memtui.engine.runs.schema import FORMAT_VERSION
-from memtui.engine.runs.spec import RunSpec
+from memtui.engine.runs.spec import RunSpec, SpecMismatchError
 from memtui.engine.runs.store import RunDir
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -104,8 +106,29 @@ class ItemLoop:
         raise NotImplementedError
 
     def done_ids(self) -> set[str]:
-        """Ids of the plan that need no work (latest record ``ok``)."""
-        return self.rd.done_ids() & set(self.ids)
+        """Ids of the plan that need no work: latest record ``ok`` and :meth:`record_usable` (an ok
+        record whose files are gone or damaged is computed again)."""
+        results = self.rd.read_results()
+        return {i for i in set(self.ids) & self.rd.done_ids() if self.record_usable(results[i])}
+
+    def record_usable(self, rec: Mapping[str, Any]) -> bool:
+        """Whether an ``ok`` record can be trusted on resume: every file it names (``latents/...``,
+        ``images/...``) exists and is not empty, a safetensors file with a complete header."""
+        for value in rec.values():
+            if isinstance(value, str) and value.startswith(("latents/", "images/")) and \
+                    not _file_intact(self.rd.path / value):
+                return False
+        return True
+
+    def check_fingerprint(self, events: Sequence[Mapping[str, Any]], fingerprint: Mapping[str, Any]) -> None:
+        """:class:`SpecMismatchError` when the ``started`` event recorded another spec fingerprint
+        than this spec's (spec.json edited by hand); runs that recorded none are not checked."""
+        stored = next((e.get("fingerprint") for e in events if e.get("type") == "started"), None)
+        if not isinstance(stored, dict) or stored == fingerprint:
+            return
+        diff = {k: (stored.get(k), fingerprint.get(k)) for k in sorted(set(stored) | set(fingerprint))
+                if stored.get(k) != fingerprint.get(k)}
+        raise SpecMismatchError(self.rd.path, diff)
 
     def is_complete(self, cancelled: bool) -> bool:
         """Whether every item of the plan has a record (``ok`` or ``error``)."""
@@ -201,9 +224,14 @@ class ItemLoop:
         self.total = len(self.ids)
         done = self.done_ids()
         self.done = len(done)
-        first = not self.rd.read_events()
+        events = self.rd.read_events()
+        first = not events
+        fingerprint = json.loads(json.dumps(self.spec.fingerprint(), default=str))
+        if not first:
+            self.check_fingerprint(events, fingerprint)
         self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
-                      batch_size=self.batch_size, device=self.device, format_version=FORMAT_VERSION)
+                      batch_size=self.batch_size, device=self.device, format_version=FORMAT_VERSION,
+                      **({"fingerprint": fingerprint} if first else {}))
         cancelled = False
         try:
             groups = iter(self.groups(done))
@@ -240,8 +268,12 @@ def run_locked(loop: type[ItemLoop], spec: RunSpec, run_dir: RunDir | str | os.P
     ``cancelled`` on KeyboardInterrupt and ``failed`` (with the traceback) on any other error,
     then re-raises."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    rd.prepare(spec)
-    rd.acquire_lock()
+    rd.acquire_lock()  # atomically, before the directory is touched: a second process gets RunLockedError
+    try:
+        rd.prepare(spec)
+    except BaseException:
+        rd.release_lock()
+        raise
     try:
         return loop(spec, rd, progress, cancel).run()
     except KeyboardInterrupt:
@@ -252,3 +284,23 @@ def run_locked(loop: type[ItemLoop], spec: RunSpec, run_dir: RunDir | str | os.P
         raise
     finally:
         rd.release_lock()
+
+
+def _file_intact(path: Path) -> bool:
+    """A non-empty file; for ``.safetensors``, one whose header parses and whose size covers the
+    tensor data it describes."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size == 0:
+            return False
+        if path.suffix != ".safetensors":
+            return True
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return False
+            header = json.loads(fh.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return 8 + n + max(ends, default=0) <= size
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False

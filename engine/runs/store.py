@@ -7,7 +7,8 @@ Layout::
     results.jsonl    one JSON record per item (append + flush + fsync); latest record per id wins
     latents/<id>.safetensors, images/<id>.query.png, images/<id>.recon.png  (written before the record)
     summary.json     the analysis summary (atomic write)
-    run.pid          lock of the live process: {"pid", "host", "started", "proc_start"}
+    run.pid          lock of the live process: {"pid", "host", "started", "proc_start"}, created
+                     atomically (O_EXCL-style hard link) under a short flock of the directory
 
 Durability (``core.io``): whole files are written to a temp file in the same folder, fsynced and
 renamed; JSONL lines are appended in one write and fsynced. A torn last line (``kill -9`` mid-write)
@@ -20,7 +21,10 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Mapping
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,19 +47,28 @@ class RunLockedError(RuntimeError):
     """Another live process is running this run directory."""
 
 
-def _proc_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), else None."""
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), else None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
 
 
+def _proc_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), else None."""
+    fields = _proc_stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
+        return None
+
+
 def pid_alive(pid: int, proc_start: int | None = None) -> bool:
-    """Whether process ``pid`` exists (``os.kill(pid, 0)``) and, when ``proc_start`` is known on
-    Linux, is the same process (not a later one that reused the pid)."""
-    if not isinstance(pid, int) or pid <= 0:
+    """Whether process ``pid`` exists (``os.kill(pid, 0)``) and is not a zombie or dead (Linux:
+    state ``Z``/``X`` in ``/proc/<pid>/stat``; a zombie has exited and holds no run), and, when
+    ``proc_start`` is known on Linux, is the same process (not a later one that reused the pid)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -65,11 +78,38 @@ def pid_alive(pid: int, proc_start: int | None = None) -> bool:
         pass
     except OSError:
         return False
-    if proc_start is not None:
-        now = _proc_start_ticks(pid)
-        if now is not None and now != proc_start:
+    fields = _proc_stat_fields(pid)
+    if fields:
+        if fields[0] in ("Z", "X", "x"):
             return False
+        if proc_start is not None:
+            try:
+                if int(fields[19]) != proc_start:
+                    return False
+            except (ValueError, IndexError):
+                pass
     return True
+
+
+@contextmanager
+def _dir_mutex(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory ``path`` for a short critical section (check the
+    lock, take it over, archive); a no-op where flock is unavailable (the lock file's atomic
+    creation still holds). Not reentrant."""
+    try:
+        import fcntl
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 class RunDir:
@@ -77,6 +117,7 @@ class RunDir:
     while a writer process runs."""
 
     SPEC, EVENTS, RESULTS, SUMMARY, LOCK = "spec.json", "events.jsonl", "results.jsonl", "summary.json", "run.pid"
+    FRESH_LOCK_S = 5.0  # an unparsable run.pid younger than this is being written, not stale
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -129,23 +170,25 @@ class RunDir:
         matches; a torn JSONL tail is cut) or ``"restart"`` (old contents moved to
         ``.old-<UTC timestamp>/``). Raises :class:`SpecMismatchError` naming every differing field,
         or :class:`RunLockedError` if a live process holds the run."""
-        if not self.exists():
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.write_spec(spec)
-            return "new"
-        self._check_not_live()
-        if restart:
-            self.archive()
-            self.write_spec(spec)
-            return "restart"
-        stored = self.read_spec()
-        diffs = stored.differences(spec)
-        if diffs:
-            raise SpecMismatchError(self.path, diffs)
-        self.write_spec(spec)  # non-result fields (batch size, device) may change on resume
-        for name in (self.EVENTS, self.RESULTS):
-            truncate_torn_tail(self.path / name)
-        return "resume"
+        self.path.mkdir(parents=True, exist_ok=True)
+        with _dir_mutex(self.path):  # no other process takes the lock while this checks and changes
+            if not self.exists():
+                self._check_not_live()
+                self.write_spec(spec)
+                return "new"
+            self._check_not_live()
+            if restart:
+                self.archive()
+                self.write_spec(spec)
+                return "restart"
+            stored = self.read_spec()
+            diffs = stored.differences(spec)
+            if diffs:
+                raise SpecMismatchError(self.path, diffs)
+            self.write_spec(spec)  # non-result fields (batch size, device) may change on resume
+            for name in (self.EVENTS, self.RESULTS):
+                truncate_torn_tail(self.path / name)
+            return "resume"
 
     def archive(self) -> Path | None:
         """Move everything but earlier archives and the console's own files (``console.pid``,
@@ -253,19 +296,115 @@ class RunDir:
     def _check_not_live(self) -> None:
         lock = self.live_lock()
         if lock and lock.get("pid") != os.getpid():
-            raise RunLockedError(f"{self.path} is being run by process {lock.get('pid')} on "
-                                 f"{lock.get('host')} (since {lock.get('started')}); "
-                                 "wait for it or cancel it first")
+            raise RunLockedError(self._locked_message(lock))
+        if lock is None and self._lock_being_written():
+            raise RunLockedError(f"{self.path} is being started by another process; wait for it or cancel it first")
+
+    def _locked_message(self, lock: Mapping[str, Any]) -> str:
+        return (f"{self.path} is being run by process {lock.get('pid')} on {lock.get('host')} "
+                f"(since {lock.get('started')}); wait for it or cancel it first")
+
+    def _lock_being_written(self) -> bool:
+        """Whether run.pid exists but does not parse yet and is younger than a few seconds (a
+        process that created it with O_EXCL is still writing it)."""
+        try:
+            age = time.time() - (self.path / self.LOCK).stat().st_mtime
+        except OSError:
+            return False
+        return self.read_lock() is None and age < self.FRESH_LOCK_S
+
+    def _create_lock(self, data: bytes) -> bool:
+        """Create run.pid holding ``data`` atomically, only if it does not exist (a complete temp
+        file hard-linked into place; ``O_CREAT|O_EXCL`` where links are not supported). True if
+        created, False if run.pid already exists."""
+        dest = self.path / self.LOCK
+        tmp = self.path / f".{self.LOCK}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, dest)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def _take_over_stale(self, seen: bytes) -> None:
+        """Remove a stale run.pid whose bytes were ``seen``: rename it away atomically, and if the
+        file renamed is not the one judged stale (another process replaced it meanwhile), put it
+        back."""
+        dest = self.path / self.LOCK
+        aside = self.path / f".{self.LOCK}.stale.{os.getpid()}.{uuid.uuid4().hex}"
+        try:
+            os.rename(dest, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_bytes() != seen:
+                try:
+                    os.link(aside, dest)
+                except OSError:
+                    pass
+        finally:
+            try:
+                aside.unlink()
+            except OSError:
+                pass
 
     def acquire_lock(self) -> None:
-        """Write run.pid for this process; :class:`RunLockedError` if another live one holds it."""
-        self._check_not_live()
-        atomic_write_text(self.path / self.LOCK, json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
-            "proc_start": _proc_start_ticks(os.getpid())}) + "\n")
-        self._owns_lock = True
+        """Take run.pid for this process, atomically (see :meth:`_create_lock`); a stale lock (dead,
+        zombie or recycled pid, another host) is taken over. :class:`RunLockedError` if another
+        live process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        data = (json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
+                            "proc_start": _proc_start_ticks(os.getpid())}) + "\n").encode("utf-8")
+        with _dir_mutex(self.path):
+            for _ in range(20):
+                if self._create_lock(data):
+                    self._owns_lock = True
+                    return
+                try:
+                    seen = (self.path / self.LOCK).read_bytes()
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise RunLockedError(f"{self.path}: cannot read {self.LOCK}: {e}") from e
+                lock = self.live_lock()
+                if lock is not None and lock.get("pid") == os.getpid():
+                    atomic_write_bytes(self.path / self.LOCK, data)  # already ours: refresh it
+                    self._owns_lock = True
+                    return
+                if lock is not None:
+                    raise RunLockedError(self._locked_message(lock))
+                if self._lock_being_written():
+                    time.sleep(0.05)
+                    continue
+                self._take_over_stale(seen)
+            if self._lock_being_written():
+                raise RunLockedError(f"{self.path} is being started by another process; "
+                                     "wait for it or cancel it first")
+            raise RunLockedError(f"{self.path}: could not take {self.LOCK} (other processes keep taking it)")
 
     def release_lock(self) -> None:
+        """Remove run.pid if this process holds it."""
         if self._owns_lock:
             lock = self.read_lock()
             if lock and lock.get("pid") == os.getpid():
