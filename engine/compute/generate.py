@@ -16,8 +16,6 @@ A bad row becomes an item with ``status: "error"`` (id ``row<line>``); the other
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -28,6 +26,7 @@ from typing import Any
 
 from memtui.engine.analyses.generate import Generate
 from memtui.engine.core.io import atomic_write_bytes
+from memtui.engine.data.datasets import read_csv_table
 from memtui.engine.diffusion.samplers import DEFAULT_GUIDANCE
 from memtui.engine.runs.loop import ItemLoop, Progress, run_locked
 from memtui.engine.runs.spec import SpecError
@@ -69,16 +68,11 @@ def _int(text: str) -> int:
 
 def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFAULT_GUIDANCE
                     ) -> tuple[list[PromptRow], list[tuple[int, str]]]:
-    """Valid rows and ``(line, message)`` for each bad row. ValueError if the file cannot be read or
-    lacks the ``case_number``/``prompt``/seed columns."""
+    """Valid rows and ``(line, message)`` for each bad row (``line``: where the record starts, as
+    :func:`~memtui.engine.data.datasets.read_csv_table` counts). ValueError (a DatasetError) if the
+    file cannot be read or parsed, or lacks the ``case_number``/``prompt``/seed columns."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read prompt file {str(p)!r}: {e}") from e
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
+    header, records = read_csv_table(p)  # parsed as written: quoted newlines kept, no size cap
     missing = [c for c in ("case_number", "prompt") if c not in header]
     if not any(c in header for c in SEED_COLUMNS):
         missing.append(" or ".join(SEED_COLUMNS))
@@ -88,7 +82,7 @@ def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFA
     rows: list[PromptRow] = []
     bad: list[tuple[int, str]] = []
     seen: dict[int, int] = {}
-    for line, row in enumerate(reader, start=2):
+    for line, row in records:
         where = f"{p.name} line {line}"
         case_txt = (row.get("case_number") or "").strip()
         prompt = (row.get("prompt") or "").strip()

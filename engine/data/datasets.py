@@ -12,15 +12,24 @@ Layouts, detected in this order (:func:`detect_layout`):
 - ``captions`` — any folder of images with ``captions.csv`` (columns ``file,caption``) or
   ``captions.jsonl`` (one ``{"file": ..., "caption": ...}`` per line); ``file`` is relative to the
   folder. Items follow the captions file's order, then images without a caption (sorted by name).
-  Item id ``<set>-<file stem>`` (made filename-safe; on a clash the full file name is used).
+  Item id ``<set>-<file stem>`` (made filename-safe; on a clash, ignoring case, the full file name
+  is used, then ``-2``, ``-3``, ...). A ``file`` that resolves (``..``, absolute path, symlink)
+  outside the folder is refused: the row becomes an error item ``<set>-row<line>``, never opened.
+
+CSV files are parsed as written (:func:`read_csv_table`): quoted newlines stay in the prompt,
+U+2028 or a form feed never splits a row, any field size is accepted, and line numbers are the
+physical line where a record starts. Prompts are kept exactly, surrounding white space trimmed.
 
 Problems with single items (missing caption, bad CSV row, missing image file, and with
 ``verify=True`` an undecodable image) become items with ``error`` set; the rest of the set is
-still usable. A folder matching no layout raises :class:`DatasetError` naming what was looked for.
+still usable. Raises :class:`DatasetError` for a folder matching no layout (naming what was
+looked for), an unreadable or invalid CSV, and two items that would share an id (ignoring case;
+naming both files: ids are file names in the run, so one would overwrite the other).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -32,7 +41,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OFFICIAL_NAME = re.compile(r"^(\d+)_(\d+)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-__all__ = ["DatasetItem", "DatasetError", "detect_layout", "read_dataset", "safe_id"]
+__all__ = ["DatasetItem", "DatasetError", "detect_layout", "read_csv_table", "read_dataset", "safe_id"]
 
 
 class DatasetError(ValueError):
@@ -91,6 +100,7 @@ def read_dataset(root: str | os.PathLike[str], set_name: str, verify: bool = Fal
     layout = detect_layout(root)
     r = Path(root).resolve()
     items = {"official": _read_official, "coco": _read_coco, "captions": _read_captions}[layout](r, set_name)
+    _check_unique(items, r)
     if verify:
         from memtui.engine.data.images import ImageError, load_image
 
@@ -103,27 +113,78 @@ def read_dataset(root: str | os.PathLike[str], set_name: str, verify: bool = Fal
     return items
 
 
-# ------------------------------------------------------------------------------------ official
-def _read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
-    """Rows of a CSV as (line number, row) with header names stripped; raises DatasetError if the
-    header lacks a required column. Returns (rows, fieldnames)."""
+def _describe(item: DatasetItem, root: Path) -> str:
+    src = Path(item.source)
+    name = repr(str(src.relative_to(root))) if src.is_relative_to(root) and src != root else repr(item.source)
+    return f"{name} ({item.error})" if item.error else name
+
+
+def _check_unique(items: list[DatasetItem], root: Path) -> None:
+    """DatasetError naming both sources if two items share an id (ignoring case: ids are file
+    names in the run, and some file systems ignore case)."""
+    first: dict[str, DatasetItem] = {}
+    for it in items:
+        key = it.item_id.casefold()
+        if key in first:
+            raise DatasetError(
+                f"item id {it.item_id!r} would be used twice in {str(root)!r}: by {_describe(first[key], root)} "
+                f"and by {_describe(it, root)}. Item ids must be unique per set: rename or remove one of them")
+        first[key] = it
+
+
+# ------------------------------------------------------------------------------------ CSV
+CsvRow = tuple[int, dict[Any, Any]]
+
+
+def read_csv_table(path: str | os.PathLike[str]) -> tuple[list[str], list[CsvRow]]:
+    """Header (names stripped) and rows of a CSV file as ``(line, {column: cell})``.
+
+    The file is parsed as written (UTF-8, optional BOM, ``newline=""``), so quoted newlines stay in
+    their cell and U+2028, form feeds etc. never split a row; ``line`` is the 1-based physical line
+    where the record starts (header = line 1 unless blank lines precede it); blank lines are
+    skipped. Cells missing from a short row are None; extra cells are a list under the key None
+    (as :class:`csv.DictReader`). The csv field size limit is raised to the file's size (a field
+    cannot be longer), never lowered. :class:`DatasetError` if the file cannot be read or is not
+    valid CSV (an unterminated quote, text after a closing quote), naming the record's line."""
+    p = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = p.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read {str(path)!r}: {e}") from e
-    reader = csv.DictReader(text.splitlines())
-    names = [n.strip() for n in (reader.fieldnames or [])]
-    reader.fieldnames = names
+        raise DatasetError(f"cannot read {str(p)!r}: {e}") from e
+    limit = min(len(text) + 1, 2 ** 31 - 1)
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[CsvRow] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DatasetError(f"{str(p)!r} line {start}: {e}") from e
+        if not record:
+            continue
+        if header is None:
+            header = [n.strip() for n in record]
+            continue
+        row: dict[Any, Any] = {name: (record[i] if i < len(record) else None) for i, name in enumerate(header)}
+        if len(record) > len(header):
+            row[None] = record[len(header):]
+        rows.append((start, row))
+    return header or [], rows
+
+
+def _read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[CsvRow], list[str]]:
+    """:func:`read_csv_table`, raising DatasetError if the header lacks a required column.
+    Returns (rows, fieldnames)."""
+    names, rows = read_csv_table(path)
     missing = [c for c in required if c not in names]
     if missing:
         raise DatasetError(f"{str(path)!r} lacks column(s) {', '.join(missing)} "
                            f"(header: {', '.join(names) or 'empty'})")
-    rows: list[tuple[int, dict[str, str]]] = []
-    try:
-        for row in reader:
-            rows.append((reader.line_num, row))
-    except csv.Error as e:
-        raise DatasetError(f"{str(path)!r} line {reader.line_num}: {e}") from e
     return rows, names
 
 
@@ -132,6 +193,7 @@ def _cell(row: dict[str, Any], name: str) -> str:
     return v.strip() if isinstance(v, str) else ""
 
 
+# ------------------------------------------------------------------------------------ official
 def _read_official(root: Path, set_name: str) -> list[DatasetItem]:
     rows, _ = _read_csv_rows(root / "prompts.csv", ("case_number", "prompt"))
     prompts: dict[int, str] = {}
@@ -242,7 +304,8 @@ def _read_captions(root: Path, set_name: str) -> list[DatasetItem]:
     else:
         path = root / "captions.jsonl"
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            # JSON Lines are separated by "\n" only: U+2028 and friends are legal inside a JSON string
+            lines = path.read_bytes().decode("utf-8-sig").split("\n")
         except (OSError, UnicodeDecodeError) as e:
             raise DatasetError(f"cannot read {str(path)!r}: {e}") from e
         for n, text in enumerate(lines, start=1):
@@ -259,27 +322,38 @@ def _read_captions(root: Path, set_name: str) -> list[DatasetItem]:
             entries.append((f"captions.jsonl line {n}", str(f).strip() if f else None,
                             str(c).strip() if isinstance(c, str) and c.strip() else None))
 
+    listing = str(root / ("captions.csv" if (root / "captions.csv").is_file() else "captions.jsonl"))
     items: list[DatasetItem] = []
-    used_ids: set[str] = set()
+    used_ids: set[str] = set()  # casefolded
     seen_files: set[Path] = set()
+    refused: set[Path] = set()
 
     def new_id(p: Path) -> str:
         iid = f"{set_name}-{safe_id(p.stem)}"
-        if iid in used_ids:
+        if iid.casefold() in used_ids:
             iid = f"{set_name}-{safe_id(p.name)}"
         n = 2
         base = iid
-        while iid in used_ids:
+        while iid.casefold() in used_ids:
             iid, n = f"{base}-{n}", n + 1
-        used_ids.add(iid)
+        used_ids.add(iid.casefold())
         return iid
 
     for k, (where, f, cap) in enumerate(entries, start=1):
+        row_id = f"{set_name}-row{where.rsplit(' ', 1)[-1]}"
         if not f:
-            bad.append(DatasetItem(f"{set_name}-row{where.rsplit(' ', 1)[-1]}", cap or "", str(root),
-                                   f"{where}: no file name"))
+            bad.append(DatasetItem(row_id, cap or "", str(root), f"{where}: no file name"))
             continue
-        p = (root / f).resolve()
+        try:
+            p = (root / f).resolve()
+        except (OSError, ValueError, RuntimeError) as e:
+            bad.append(DatasetItem(row_id, cap or "", listing, f"{where}: file name {f!r} cannot be used ({e})"))
+            continue
+        if not p.is_relative_to(root):
+            refused.add(p)
+            bad.append(DatasetItem(row_id, cap or "", listing,
+                                   f"{where}: {f!r} is outside the dataset folder (refused; it resolves to {str(p)!r})"))
+            continue
         if p in seen_files:
             bad.append(DatasetItem(f"{set_name}-row{where.rsplit(' ', 1)[-1]}", cap or "", str(p),
                                    f"{where}: {f} is listed twice (the first entry is used)"))
@@ -293,6 +367,11 @@ def _read_captions(root: Path, set_name: str) -> list[DatasetItem]:
         else:
             items.append(DatasetItem(iid, cap, str(p)))
     for p in _images_in(root):
-        if p.resolve() not in seen_files:
-            items.append(DatasetItem(new_id(p), "", str(p.resolve()), f"no caption for {p.name} in the captions file"))
+        rp = p.resolve()
+        if rp in seen_files or rp in refused:
+            continue
+        if not rp.is_relative_to(root):
+            items.append(DatasetItem(new_id(p), "", str(p), f"{p.name} links outside the dataset folder (refused)"))
+        else:
+            items.append(DatasetItem(new_id(p), "", str(rp), f"no caption for {p.name} in the captions file"))
     return items + bad
