@@ -151,17 +151,18 @@ class _ConceptRun(InversionItems):
                 self.emit(self._error(s, it, it.error))
         todo = [(s, it) for s, it in pending if it.error is None]
         for batch in self.batches(todo):
-            loaded = []
-            for s, it in batch:
+            jobs = []
+            for s, it in batch:  # one image decoded at a time, reduced toward the model's size
                 try:
-                    loaded.append((s, it, load_image(it.source, alpha=self.spec.alpha)))
+                    img = load_image(it.source, alpha=self.spec.alpha, size=self.size or self.spec.image_size)
                 except ImageError as e:
                     self.emit(self._error(s, it, str(e)))
-            if not loaded:
-                continue
-            self.ensure_model()
-            xs = [preprocess(img, self.size, self.spec.resample) for _, _, img in loaded]
-            yield [_Job(s, it, x, to_uint8(x)) for (s, it, _), x in zip(loaded, xs)]
+                    continue
+                self.ensure_model()
+                x = preprocess(img, self.size, self.spec.resample)
+                jobs.append(_Job(s, it, x, to_uint8(x)))
+            if jobs:
+                yield jobs
 
     def compute(self, jobs: Sequence[_Job]) -> dict[str, Any]:
         res = self.invert(torch.stack([j.x for j in jobs]), [j.item.prompt for j in jobs], keep_extras=True)

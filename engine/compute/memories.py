@@ -177,7 +177,7 @@ class _MemoriesRun(InversionItems):
         if it.error is not None:
             return None, it.error
         try:
-            return preprocess(load_image(it.source, alpha=self.spec.alpha), self.size, self.spec.resample), None
+            return preprocess(load_image(it.source, alpha=self.spec.alpha, size=self.size), self.size, self.spec.resample), None
         except ImageError as e:
             return None, str(e)
 

@@ -100,7 +100,7 @@ class _ScrambleRun(InversionItems):
             try:
                 if it.error is not None:
                     raise ImageError(it.error)
-                x = preprocess(load_image(it.source, alpha=self.spec.alpha), self.size, self.spec.resample)
+                x = preprocess(load_image(it.source, alpha=self.spec.alpha, size=self.size), self.size, self.spec.resample)
             except ImageError as e:
                 for iid in todo:
                     self.emit(self.error_record(iid, self._set(iid, it), it.prompt, it.source, str(e),

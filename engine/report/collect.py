@@ -22,7 +22,7 @@ from memtui.engine.runs.view import RunView
 MEMORY_SETS = ("memory", "target", "control")
 ITEM_SKIP = ("detections", "error")
 
-__all__ = ["RunData", "load_run", "run_row", "item_rows", "values", "MEMORY_SETS"]
+__all__ = ["RunData", "DamagedRunError", "load_run", "run_row", "item_rows", "values", "MEMORY_SETS"]
 
 
 @dataclass
@@ -72,12 +72,28 @@ class RunData:
         return None
 
 
+class DamagedRunError(ValueError):
+    """A run directory whose files cannot be read or have the wrong shape (the message says which)."""
+
+
 def load_run(path: str | Path, name: str | None = None) -> RunData:
-    """Read a run directory (FileNotFoundError if it is not one)."""
+    """Read a run directory (FileNotFoundError if it is not one; ``DamagedRunError`` naming the file
+    when spec.json, summary.json or results.jsonl cannot be read or is not what it should be)."""
     rd = RunDir.open(path)
-    spec = rd.read_spec_dict()
-    summary = rd.read_summary() or {}
-    return RunData(Path(path), name or Path(path).resolve().name, spec, summary, list(rd.read_results().values()))
+    try:
+        spec = rd.read_spec_dict()
+    except (OSError, ValueError) as e:
+        raise DamagedRunError(f"spec.json cannot be read ({e})") from e
+    summary = rd.read_summary()
+    summary = {} if summary is None else summary
+    for fname, obj in (("spec.json", spec), ("summary.json", summary)):
+        if not isinstance(obj, dict):
+            raise DamagedRunError(f"{fname} is not a JSON object (it holds a {type(obj).__name__})")
+    try:
+        records = list(rd.read_results().values())
+    except OSError as e:
+        raise DamagedRunError(f"results.jsonl cannot be read ({e.strerror or e})") from e
+    return RunData(Path(path), name or Path(path).resolve().name, spec, summary, records)
 
 
 def values(run: RunData, set_name: str, key: str) -> np.ndarray:

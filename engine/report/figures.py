@@ -114,8 +114,11 @@ def _img(run: RunData, rel: Any) -> np.ndarray | None:
 
     if not isinstance(rel, str) or not (run.path / rel).is_file():
         return None
-    with Image.open(run.path / rel) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(run.path / rel) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ValueError(f"image {rel} cannot be read ({type(e).__name__}: {e})") from e
 
 
 def pairs_grid(run: RunData, path: Path, n: int = 8) -> Path | None:

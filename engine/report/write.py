@@ -7,7 +7,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from memtui.engine.data.datasets import safe_id
 from memtui.engine.report import figures as F
-from memtui.engine.report.collect import RunData, item_rows, load_run, run_row
+from memtui.engine.report.collect import DamagedRunError, RunData, item_rows, load_run, run_row
 
 __all__ = ["write_report"]
 
@@ -90,33 +91,105 @@ def _matrix(rows: Sequence[dict[str, Any]], key: str) -> str:
     return _table(["method \\ concept", *concepts], [[m, *[cell.get((m, c)) for c in concepts]] for m in methods])
 
 
-def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> Path:
-    """Write the report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``."""
+_DAMAGE = (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError)
+
+
+def _warn_stderr(msg: str) -> None:
+    print(f"memtui: report: {msg}", file=sys.stderr)
+
+
+def _run_parts(r: RunData, figs: Path) -> dict[str, Any]:
+    """Everything of one run the report shows (tables' rows, per-run figures, CSV rows); raises
+    on a damaged run, whose figures are then removed by the caller."""
+    parts: dict[str, Any] = {"row": [r.name, r.analysis, r.method, r.concept, r.summary.get("status", "–"),
+                                     len(r.ok()), f"`{r.path}`"]}
+    sets = []
+    for s in r.sets():
+        pm, ps = _stat(r, s, "psnr")
+        nm, ns = _stat(r, s, "nll")
+        n_ok = ((r.summary.get("sets") or {}).get(s) or {}).get("n_ok", len(r.ok(s)))
+        sets.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}", f"{_fmt(nm)} ± {_fmt(ns)}"])
+    parts["sets"] = sets
+    parts["mc"] = method_concept_rows([r])
+    parts["det"] = [{"run": r.name, "detector": key, "set": s, "rule": d.get("rule"), **dict(st.items())}
+                    for key, d in (r.summary.get("detection") or {}).items()
+                    for s, st in (d.get("sets") or {}).items()]
+    parts["run_row"], parts["items"] = run_row(r), item_rows(r)
+    parts["hist"] = F.nll_histogram(r, figs / f"nll_{r.name}.png")
+    parts["grid"] = None if r.is_memories else F.pairs_grid(r, figs / f"pairs_{r.name}.png")
+    mem_rows: list[dict[str, Any]] = []
+    mem_md: list[str] = []
+    if r.is_memories:
+        dists = F.memory_distances(r)
+        for t, e in dists.items():
+            pw = e["pairwise"]
+            row = {"run": r.name, "target_id": t, "n_memories": e["n"], "pairwise_mean": float(pw.mean()),
+                   "pairwise_std": float(pw.std()), "pairwise_cv": float(pw.std() / pw.mean())}
+            if "to_target" in e:
+                row["to_target_mean"], row["to_target_std"] = float(e["to_target"].mean()), float(e["to_target"].std())
+            mem_rows.append(row)
+        mem_md.append(f"\n### {r.name}\n")
+        if (f := F.memory_distance_histogram(dists, r.name, figs / f"memory_distances_{r.name}.png")):
+            mem_md.append(f"![distances {r.name}](figures/{f.name})\n")
+        targets = list(dict.fromkeys(str(x.get("target_id")) for x in r.ok("memory")))
+        for t in targets[:6]:
+            if (f := F.memory_grid(r, t, figs / f"memories_{r.name}_{safe_id(t)}.png")):
+                mem_md.append(f"\n![memories {t}](figures/{f.name})\n")
+    parts["mem_rows"], parts["mem_md"] = mem_rows, mem_md
+    return parts
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+                 warn: Callable[[str], None] | None = None) -> Path:
+    """Write the report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``. A run
+    that cannot be read (damaged files, an unreadable image) is skipped: ``warn`` (default: a line
+    on stderr) gets its name and reason, and report.md lists it under "Skipped runs"."""
     if not run_dirs:
         raise ValueError("a report needs at least one run directory")
+    warn = warn or _warn_stderr
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in run_dirs]
-    runs = [load_run(p, n) for p, n in zip(paths, _unique_names(paths))]
-    md: list[str] = [f"# memtui report\n\n{len(runs)} run(s), written "
-                     f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.\n"]
+    runs: list[RunData] = []
+    parts: dict[str, dict[str, Any]] = {}
+    skipped: list[tuple[str, Path, str]] = []
+    for p, n in zip(paths, _unique_names(paths)):
+        before = set(figs.iterdir())
+        try:
+            r = load_run(p, n)
+            parts[r.name] = _run_parts(r, figs)
+            runs.append(r)
+        except _DAMAGE as e:
+            for f in set(figs.iterdir()) - before:  # the skipped run's figures made so far
+                f.unlink(missing_ok=True)
+            reason = f"{type(e).__name__}: {e}" if not isinstance(e, DamagedRunError) else str(e)
+            reason = " ".join(reason.split())
+            skipped.append((n, p, reason))
+            warn(f"skipped run {n} ({p}): {reason}")
+    md: list[str] = [f"# memtui report\n\n{len(runs)} run(s)"
+                     + (f", {len(skipped)} skipped (damaged)" if skipped else "")
+                     + f", written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.\n"]
     md.append(_table(["run", "analysis", "method", "concept", "status", "items ok", "path"],
-                     [[r.name, r.analysis, r.method, r.concept, r.summary.get("status", "–"),
-                       len(r.ok()), f"`{r.path}`"] for r in runs]))
+                     [parts[r.name]["row"] for r in runs]))
+    if skipped:
+        md.append("\n## Skipped runs\n\nThese runs could not be read and are left out of every table, "
+                  "figure and CSV file:\n")
+        md += [f"- `{n}` (`{p}`) skipped: {reason.replace('|', '/')}" for n, p, reason in skipped]
+
+    def figure(fn: Callable[[], Path | None], what: str) -> Path | None:
+        try:
+            return fn()
+        except _DAMAGE as e:
+            warn(f"figure {what} left out: {type(e).__name__}: {e}")
+            md.append(f"\n(figure {what} left out: {type(e).__name__})\n")
+            return None
 
     # ---- per-run numbers
     md.append("\n## Per-set results\n\nPSNR in dB (query vs reconstruction), seed NLL in nats; mean ± std.\n")
-    rows = []
-    for r in runs:
-        for s in r.sets():
-            pm, ps = _stat(r, s, "psnr")
-            nm, ns = _stat(r, s, "nll")
-            n_ok = ((r.summary.get("sets") or {}).get(s) or {}).get("n_ok", len(r.ok(s)))
-            rows.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}", f"{_fmt(nm)} ± {_fmt(ns)}"])
-    md.append(_table(["run", "set", "n ok", "PSNR", "NLL"], rows))
+    md.append(_table(["run", "set", "n ok", "PSNR", "NLL"], [row for r in runs for row in parts[r.name]["sets"]]))
 
-    mc = method_concept_rows(runs)
+    mc = [row for r in runs for row in parts[r.name]["mc"]]
     if mc:
         md.append("\n## Relative distance (figure 5)\n\nEMD(erased, N(0,I)) / EMD(reference, N(0,I)) of the seed "
                   "NLLs; 1 means the erased images' seeds are as typical as ordinary images' seeds.\n")
@@ -128,28 +201,23 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
                           for r in runs if r.analysis == "concept"]))
         md.append("\n\nMean erased-set PSNR (dB):\n")
         md.append(_matrix(mc, "erased_psnr_mean"))
-        if (f := F.relative_distances(runs, figs / "relative_distance.png")):
+        if (f := figure(lambda: F.relative_distances(runs, figs / "relative_distance.png"), "relative distances")):
             md.append(f"\n\n![relative distances](figures/{f.name})")
 
     # ---- figures
-    if (f := F.psnr_distributions(runs, figs / "psnr.png")):
+    if (f := figure(lambda: F.psnr_distributions(runs, figs / "psnr.png"), "PSNR distributions")):
         md.append(f"\n## PSNR distributions\n\n![PSNR](figures/{f.name})")
-    hist = [(r, F.nll_histogram(r, figs / f"nll_{r.name}.png")) for r in runs]
+    hist = [(r, parts[r.name]["hist"]) for r in runs]
     if any(f for _, f in hist):
         md.append("\n## Seed NLL vs the N(0, I) law (figures 2–3)\n")
         md += [f"\n### {r.name}\n\n![NLL {r.name}](figures/{f.name})" for r, f in hist if f]
-    grids = [(r, F.pairs_grid(r, figs / f"pairs_{r.name}.png")) for r in runs if not r.is_memories]
+    grids = [(r, parts[r.name]["grid"]) for r in runs if not r.is_memories]
     if any(f for _, f in grids):
         md.append("\n## Queries and reconstructions\n")
         md += [f"\n### {r.name}\n\n![pairs {r.name}](figures/{f.name})" for r, f in grids if f]
 
     # ---- detection
-    det_rows = []
-    for r in runs:
-        for key, d in (r.summary.get("detection") or {}).items():
-            for s, st in (d.get("sets") or {}).items():
-                det_rows.append({"run": r.name, "detector": key, "set": s, "rule": d.get("rule"),
-                                 **{k: v for k, v in st.items()}})
+    det_rows = [row for r in runs for row in parts[r.name]["det"]]
     if det_rows:
         md.append("\n## Concept detection\n\nFraction of images the detector flags (rates 0–1).\n")
         fields = [k for k in dict.fromkeys(k for row in det_rows for k in row) if k.endswith("_rate")]
@@ -157,26 +225,12 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
                          [[d["run"], d["detector"], d["set"], d.get("n"), *[d.get(k) for k in fields]] for d in det_rows]))
 
     # ---- memories
-    mem_rows: list[dict[str, Any]] = []
     mem_runs = [r for r in runs if r.is_memories]
     if mem_runs:
         md.append("\n## Memories (figures 6–9)\n")
     for r in mem_runs:
-        dists = F.memory_distances(r)
-        for t, e in dists.items():
-            pw = e["pairwise"]
-            row = {"run": r.name, "target_id": t, "n_memories": e["n"], "pairwise_mean": float(pw.mean()),
-                   "pairwise_std": float(pw.std()), "pairwise_cv": float(pw.std() / pw.mean())}
-            if "to_target" in e:
-                row["to_target_mean"], row["to_target_std"] = float(e["to_target"].mean()), float(e["to_target"].std())
-            mem_rows.append(row)
-        md.append(f"\n### {r.name}\n")
-        if (f := F.memory_distance_histogram(dists, r.name, figs / f"memory_distances_{r.name}.png")):
-            md.append(f"![distances {r.name}](figures/{f.name})\n")
-        targets = list(dict.fromkeys(str(x.get("target_id")) for x in r.ok("memory")))
-        for t in targets[:6]:
-            if (f := F.memory_grid(r, t, figs / f"memories_{r.name}_{safe_id(t)}.png")):
-                md.append(f"\n![memories {t}](figures/{f.name})\n")
+        md += parts[r.name]["mem_md"]
+    mem_rows = [row for r in mem_runs for row in parts[r.name]["mem_rows"]]
     if mem_rows:
         cols = list(dict.fromkeys(k for row in mem_rows for k in row))
         md.append("\nEuclidean distances between memory seeds (pairs i < j) and to the target's seed:\n")
@@ -184,8 +238,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
 
     # ---- CSV files
     written = {
-        "runs.csv": _write_csv(out / "runs.csv", [run_row(r) for r in runs]),
-        "items.csv": _write_csv(out / "items.csv", [row for r in runs for row in item_rows(r)]),
+        "runs.csv": _write_csv(out / "runs.csv", [parts[r.name]["run_row"] for r in runs]),
+        "items.csv": _write_csv(out / "items.csv", [row for r in runs for row in parts[r.name]["items"]]),
         "method_concept.csv": _write_csv(out / "method_concept.csv", mc),
         "detection.csv": _write_csv(out / "detection.csv", det_rows),
         "memory_distances.csv": _write_csv(out / "memory_distances.csv", mem_rows),

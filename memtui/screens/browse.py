@@ -19,7 +19,7 @@ from ..widgets.tables import sync_table
 from ..widgets.log_pane import LogPane
 
 STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-                "cancelled": "yellow", "interrupted": "yellow"}
+                "cancelled": "yellow", "interrupted": "yellow", "broken": "bold red"}
 
 
 class Scanned(Message):
@@ -148,7 +148,8 @@ class BrowseScreen(Screen):
     def run_row(self, r: jobs.RunInfo) -> tuple:
         mark = "●" if str(r.path) in self.marked else " "
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
-        return (mark, r.name, status, r.analysis, r.method, r.progress_text(), r.headline())
+        last = Text(r.problem, style="red") if r.problem else r.headline()
+        return (mark, r.name, status, r.analysis, r.method, r.progress_text(), last)
 
     # ------------------------------------------------------------------------------ helpers
     def current_tab(self) -> str:
