@@ -33,6 +33,14 @@ class InversionItems(ItemLoop):
         self.config: Any = None
         self.size = 0
 
+    def record_usable(self, rec: Mapping[str, Any]) -> bool:
+        """Also retry an ``ok`` record whose ``psnr`` or ``nll`` is missing or NaN."""
+        for key in ("psnr", "nll"):
+            v = rec.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                return False
+        return super().record_usable(rec)
+
     # ------------------------------------------------------------------ model
     def ensure_model(self) -> None:
         """Load the base pipeline (+ ablated weights) once; build the inversion config and the

@@ -8,7 +8,7 @@ from typing import Any
 from memtui.engine.runs.spec import RunSpec, SpecError
 from memtui.engine.runs.store import RunDir
 
-__all__ = ["load_pipeline", "load_run_model"]
+__all__ = ["load_pipeline", "load_run_model", "preflight_problems", "device_problem"]
 
 
 def load_pipeline(spec: RunSpec, device: str, base: str | None = None) -> tuple[Any, dict[str, Any] | None]:
@@ -37,3 +37,52 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
              precision=spec.precision, image_size=size, load_report=report, inversion=config.to_dict())
     return pipe, config, size
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (auto, cpu, cuda, cuda:N, mps, ...) cannot be used on this host, or None."""
+    import torch
+
+    if device in ("auto", "cpu"):
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        return f"device {device!r} is not a device name ({exc})"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"device {device!r}: CUDA is not available on this host (use --device cpu or auto)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"device {device!r}: this host has {torch.cuda.device_count()} CUDA device(s)"
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            return f"device {device!r}: MPS is not available on this host (use --device cpu or auto)"
+    elif dev.type == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        if xpu is None or not xpu.is_available():
+            return f"device {device!r}: XPU is not available on this host (use --device cpu or auto)"
+    return None
+
+
+def preflight_problems(spec: RunSpec) -> list[str]:
+    """What would make ``spec`` fail at load time, found cheaply before anything is written: the
+    device is not available, the base pipeline folder or the ablated checkpoint holds empty, truncated
+    or unreadable files. A base that cannot be found is left to the run (it records the failure)."""
+    from memtui.engine.model.loading import (LoadingError, checkpoint_problems, pipeline_problems,
+                                             resolve_checkpoint_path, resolve_pipeline_dir)
+
+    out: list[str] = []
+    problem = device_problem(spec.device)
+    if problem:
+        out.append(problem)
+    if spec.base:
+        try:
+            out += pipeline_problems(resolve_pipeline_dir(spec.base))
+        except LoadingError:
+            pass
+    if spec.ablated:
+        try:
+            out += checkpoint_problems(resolve_checkpoint_path(spec.ablated))
+        except LoadingError:
+            pass
+    return out

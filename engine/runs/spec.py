@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest", "box", "hamming")
 ALPHAS = ("white", "drop")
 PATH_FIELDS = ("base", "ablated", "erased", "reference")
 NON_RESULT_FIELDS = ("batch_size", "device")
+MIN_STEPS, MAX_STEPS = 2, 1000  # DDIM inversion needs two timesteps; the scheduler has 1000
+MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed's range
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 __all__ = ["RunSpec", "SpecError", "SpecMismatchError", "PRECISIONS", "method_names"]
 
@@ -106,8 +111,10 @@ class RunSpec:
         if unknown:
             raise SpecError(f"unknown spec field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         spec = cls(**{k: v for k, v in data.items()})
-        spec.inversion = dict(spec.inversion or {})
-        spec.options = dict(spec.options or {})
+        if spec.inversion is None or isinstance(spec.inversion, Mapping):
+            spec.inversion = dict(spec.inversion or {})  # else left as given: validation reports it
+        if spec.options is None or isinstance(spec.options, Mapping):
+            spec.options = dict(spec.options or {})
         return spec.validate() if validate else spec
 
     @classmethod
@@ -148,14 +155,19 @@ class RunSpec:
         choice("emd_metric", EMD_METRICS)
         choice("resample", RESAMPLES)
         choice("alpha", ALPHAS)
-        for name in ("steps", "batch_size", "normal_samples"):
+        for name in ("batch_size", "normal_samples"):
             positive_int(name)
         for name in ("image_size", "max_items", "num_reference"):
             positive_int(name, optional=True)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not MIN_STEPS <= self.steps <= MAX_STEPS:
+            out.append(f"steps must be an integer from {MIN_STEPS} to {MAX_STEPS} (inversion needs at least "
+                       f"{MIN_STEPS}), got {self.steps!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             out.append(f"seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.device, str) or not self.device:
-            out.append(f"device must be a non-empty string such as auto, cpu, cuda, cuda:1; got {self.device!r}")
+        elif not 0 <= self.seed <= MAX_SEED:
+            out.append(f"seed must be from 0 to 2**63-1, got {self.seed!r}")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            out.append(f"device must be auto, cpu, mps, cuda or cuda:N (also xpu[:N]); got {self.device!r}")
         for name in ("inversion", "options"):
             if not isinstance(getattr(self, name), dict):
                 out.append(f"{name} must be a table of settings, got {getattr(self, name)!r}")

@@ -16,9 +16,10 @@ from memtui.engine.model.loading import keys as K
 from memtui.engine.model.loading.base import resolve_checkpoint_path
 from memtui.engine.model.loading.detect import probe
 from memtui.engine.model.loading.kinds import BY_NAME, Probe
-from memtui.engine.model.loading.errors import CheckpointMismatchError, UnsupportedCheckpointError
+from memtui.engine.model.loading.errors import (CheckpointMismatchError, CorruptCheckpointError,
+                                                UnsupportedCheckpointError)
 from memtui.engine.model.loading.report import LoadReport
-from memtui.engine.model.loading.safeload import file_size
+from memtui.engine.model.loading.safeload import file_size, is_weight_file, weight_file_problem
 
 SHOW = 5  # mismatching keys named in an error message
 
@@ -108,6 +109,29 @@ def _apply(plan: _Plan) -> list[str]:
     return changed
 
 
+def _refuse_non_finite(plans: list[_Plan], where: str) -> None:
+    """:class:`CorruptCheckpointError` when a floating-point tensor to be written holds NaN or Inf."""
+    bad = [f"{p.component}.{k}" for p in plans for k, v in p.values.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CorruptCheckpointError(
+            f"{where}: {len(bad)} tensors hold non-finite values (NaN/Inf), e.g. {', '.join(bad[:SHOW])}; "
+            "the checkpoint is damaged and was not applied")
+
+
+def checkpoint_problems(path: str | Path) -> list[str]:
+    """Cheap checks of an ablated checkpoint (a file, or every weight file under a folder): empty,
+    truncated or unreadable weight files, one line each (headers only, nothing is loaded)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(f for f in path.rglob("*") if is_weight_file(f))
+    else:
+        return []
+    return [p for p in (weight_file_problem(f) for f in files) if p]
+
+
 def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
     """Patch ``pipe`` in place with the ablated checkpoint at ``path`` (kind detected from content;
     a path, or a repo id in the local HF cache with optional ``@rev`` and subfolder such as
@@ -125,6 +149,7 @@ def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
     parts = _collect(p, pipe, warnings)
     modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
     plans = [_plan(c, modules[c], sd, str(path)) for c, sd in parts.items()]
+    _refuse_non_finite(plans, str(path))
     dtypes: dict[str, int] = {}
     for plan in plans:
         for v in plan.values.values():

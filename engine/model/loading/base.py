@@ -8,12 +8,15 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from memtui.engine.model.pipeline import SDPipeline, parse_dtype
-from memtui.engine.model.loading.errors import ModelNotFoundError
-from memtui.engine.model.loading.safeload import DIFFUSERS_WEIGHTS, folder_weight_files
+from memtui.engine.model.loading.errors import CorruptCheckpointError, LoadingError, ModelNotFoundError
+from memtui.engine.model.loading.safeload import DIFFUSERS_WEIGHTS, folder_weight_files, is_weight_file, weight_file_problem
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PLACE_HINT = ("memtui never downloads. On a machine with network run `hf download {repo}` (or "
@@ -121,14 +124,18 @@ def load_base(source: str | Path, device: str = "cpu", precision: str = "fp32") 
 
     dtype = parse_dtype(precision)
     root = resolve_pipeline_dir(source)
-    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer") if not (root / c).is_dir()]
+    missing = [c for c in COMPONENTS if not (root / c).is_dir()]
     if missing:
         raise ModelNotFoundError(f"{root}: the pipeline folder lacks {', '.join(missing)}/")
+    problems = pipeline_problems(root)
+    if problems:
+        raise CorruptCheckpointError("; ".join(problems))
     kw = {"local_files_only": True, "torch_dtype": dtype, "low_cpu_mem_usage": False}
-    unet = UNet2DConditionModel.from_pretrained(root / "unet", variant=_variant(root / "unet"), **kw)
-    vae = AutoencoderKL.from_pretrained(root / "vae", variant=_variant(root / "vae"), **kw)
-    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True, dtype=dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
+    unet = _component(root / "unet", lambda f: UNet2DConditionModel.from_pretrained(f, variant=_variant(f), **kw))
+    vae = _component(root / "vae", lambda f: AutoencoderKL.from_pretrained(f, variant=_variant(f), **kw))
+    text_encoder = _component(root / "text_encoder",
+                              lambda f: CLIPTextModel.from_pretrained(f, local_files_only=True, dtype=dtype))
+    tokenizer = _component(root / "tokenizer", lambda f: CLIPTokenizer.from_pretrained(f, local_files_only=True))
     sched_file = root / "scheduler" / "scheduler_config.json"
     sched = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
     sched = {k: v for k, v in sched.items() if not k.startswith("_")}
@@ -137,3 +144,33 @@ def load_base(source: str | Path, device: str = "cpu", precision: str = "fp32") 
     for module in (unet, vae, text_encoder):  # already in dtype (from_pretrained): move only
         module.to(torch.device(device))
     return pipe.eval()
+
+
+def _component(folder: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(folder)``, any failure but a LoadingError raised as :class:`CorruptCheckpointError`
+    naming the folder (a damaged config, weight or tokenizer file)."""
+    try:
+        return load(folder)
+    except LoadingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libraries raise OSError, ValueError, JSON and Rust errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CorruptCheckpointError(f"{folder}: cannot load this component ({type(exc).__name__}: {first})") from None
+
+
+def pipeline_problems(root: str | Path) -> list[str]:
+    """Cheap checks of a pipeline folder's component files (no weights are read): empty files and
+    unreadable or truncated weight files, one line each; [] when none is found."""
+    out: list[str] = []
+    for comp in COMPONENTS:
+        folder = Path(root) / comp
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            if not f.is_file():
+                continue
+            problem = weight_file_problem(f) if is_weight_file(f) else (
+                f"{f}: the file is empty" if f.stat().st_size == 0 else None)
+            if problem:
+                out.append(problem)
+    return out

@@ -21,3 +21,8 @@ class UnsupportedCheckpointError(LoadingError, ValueError):
 
 class UnsafeCheckpointError(LoadingError):
     """A pickle that needs code to load (``torch.load(weights_only=True)`` refused it)."""
+
+
+class CorruptCheckpointError(LoadingError, ValueError):
+    """A weight, config or tokenizer file that cannot be read (empty, truncated, not what its name
+    says), or a checkpoint whose tensors hold NaN/Inf."""

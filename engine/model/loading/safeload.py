@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from memtui.engine.model.loading.errors import UnsafeCheckpointError, UnsupportedCheckpointError
+from memtui.engine.model.loading.errors import (CorruptCheckpointError, UnsafeCheckpointError,
+                                                UnsupportedCheckpointError)
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
@@ -30,6 +32,9 @@ def is_weight_file(path: Path) -> bool:
 
 
 def _load_pickle(path: Path) -> Any:
+    problem = weight_file_problem(path)
+    if problem:
+        raise CorruptCheckpointError(problem)
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -45,6 +50,9 @@ def _load_pickle(path: Path) -> Any:
             "environment you trust (load it there and save the state dict with "
             "safetensors.torch.save_file) and load that file instead."
         ) from None
+    except (EOFError, RuntimeError, OSError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{path}: cannot read this weight file ({type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
 
 
 def load_file(path: str | Path) -> Any:
@@ -55,7 +63,13 @@ def load_file(path: str | Path) -> Any:
     if name.endswith(SAFETENSORS_SUFFIXES):
         from safetensors.torch import load_file as st_load
 
-        return st_load(str(path), device="cpu")
+        problem = weight_file_problem(path)
+        if problem:
+            raise CorruptCheckpointError(problem)
+        try:
+            return st_load(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - SafetensorError is not importable portably
+            raise CorruptCheckpointError(f"{path}: cannot read this safetensors file ({exc})") from None
     if name.endswith(PICKLE_SUFFIXES):
         return _load_pickle(path)
     raise UnsupportedCheckpointError(
@@ -65,14 +79,61 @@ def load_file(path: str | Path) -> Any:
 def safetensors_header(path: str | Path) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, str]]:
     """``({key: (shape, dtype)}, metadata)`` of a safetensors file from its header alone (no tensor
     data is read, so this is cheap on multi-GB files)."""
+    header = _raw_header(Path(path))
+    meta = header.pop("__metadata__", None) or {}
+    info = {k: (tuple(v["shape"]), str(v["dtype"])) for k, v in header.items()}
+    return info, {str(k): str(v) for k, v in meta.items()}
+
+
+def _raw_header(path: Path) -> dict[str, Any]:
+    """The parsed JSON header of a safetensors file; :class:`UnsupportedCheckpointError` when it is
+    not one, :class:`CorruptCheckpointError` when it is empty or truncated."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"{path}: the file is empty")
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")
         if n <= 0 or n > 100_000_000:
             raise UnsupportedCheckpointError(f"{path}: not a valid safetensors file (header size {n})")
-        header = json.loads(fh.read(n))
-    meta = header.pop("__metadata__", None) or {}
-    info = {k: (tuple(v["shape"]), str(v["dtype"])) for k, v in header.items()}
-    return info, {str(k): str(v) for k, v in meta.items()}
+        if 8 + n > size:
+            raise CorruptCheckpointError(f"{path}: truncated safetensors file (a {n}-byte header, "
+                                         f"{size} bytes in all)")
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UnsupportedCheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise UnsupportedCheckpointError(f"{path}: not a valid safetensors file (the header is not an object)")
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise UnsupportedCheckpointError(f"{path}: not a valid safetensors file (bad tensor entries)") from None
+    if 8 + n + end > size:
+        raise CorruptCheckpointError(f"{path}: truncated safetensors file ({size} bytes on disk, its header "
+                                     f"describes {8 + n + end})")
+    return header
+
+
+def weight_file_problem(path: str | Path) -> str | None:
+    """Why the weight file at ``path`` cannot be loaded (empty, truncated safetensors, a broken zip
+    archive), or None; cheap: reads headers only."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path}: the file is empty"
+        if path.name.lower().endswith(SAFETENSORS_SUFFIXES):
+            _raw_header(path)
+        elif path.name.lower().endswith(PICKLE_SUFFIXES):
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+            if magic.startswith(b"PK") and not zipfile.is_zipfile(path):
+                return f"{path}: truncated or damaged checkpoint (a zip archive that cannot be read)"
+    except (UnsupportedCheckpointError, CorruptCheckpointError) as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    return None
 
 
 def folder_weight_files(folder: Path, names: tuple[str, ...]) -> list[Path]:
