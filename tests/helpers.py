@@ -160,3 +160,14 @@ def generate_spec(base: Path, prompts: Path, **options):
 
     return RunSpec(analysis="generate", base=str(base), batch_size=2, device="cpu",
                    options={"prompts": str(prompts), "steps": GEN_STEPS, **options})
+
+
+def write_captions_csv(root: Path, rows: list[tuple[str, str]]) -> Path:
+    """``root/captions.csv`` with a ``file,caption`` header and ``rows`` (written as the csv module
+    writes them: quoted where needed, newlines inside fields kept)."""
+    path = root / "captions.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "caption"])
+        w.writerows(rows)
+    return path

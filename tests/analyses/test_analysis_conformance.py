@@ -3,6 +3,8 @@ CLI flags, ``--help``, spec validation, the New-run form fields, the batch table
 come from it. A dummy analysis registered at run time shows that adding one needs no other edit."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -195,7 +197,10 @@ def _check_echo(tmp_path) -> None:
     with pytest.raises(ValueError, match="options.loudness must be >= 1"):
         spec_from_args(bad)
     assert [i.name for i in launch.option_fields("echo")] == ["concept", "loudness", "tone"]
-    print_table({"analysis": "echo", "loud": 7}, Path("RUN"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_table({"analysis": "echo", "loud": 7}, Path("RUN"))
+    assert "echo · RUN" in out.getvalue() and "loud" in out.getvalue() and "7" in out.getvalue()
 
 
 def test_docs_are_generated_from_the_registries() -> None:

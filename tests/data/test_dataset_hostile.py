@@ -14,7 +14,7 @@ from PIL import Image
 from memtui.engine.compute.generate import read_prompt_csv
 from memtui.engine.data.datasets import DatasetError, read_dataset
 
-from tests.helpers import smooth_rgb, write_coco, write_official
+from tests.helpers import smooth_rgb, write_captions_csv, write_coco, write_official
 
 # prompts that str.splitlines() (or a reader without newline="") used to change or split
 TRICKY = ["a red\ncircle", "a blue\r\nsquare", "a green\u2028triangle", "a dog\x0con the star",
@@ -194,10 +194,7 @@ def test_captions_outside_the_folder_are_refused_per_row(tmp_path: Path, kind: s
             ("sub/../../secret.png", "sneaky"), ("link.png", "symlink out"), ("sub/deep.png", "inside"),
             ("/etc/shadow", "system"), ("a\x00b.png", "nul")]
     if kind == "csv":
-        with open(root / "captions.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "caption"])
-            w.writerows(rows)
+        write_captions_csv(root, rows)
     else:
         (root / "captions.jsonl").write_text("".join(json.dumps({"file": f, "caption": c}) + "\n" for f, c in rows))
     items = read_dataset(root, "reference", verify=True)

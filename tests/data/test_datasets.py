@@ -12,7 +12,7 @@ from PIL import Image
 from memtui.engine.data.datasets import DatasetError, detect_layout, read_dataset
 from memtui.engine.data.images import load_image, preprocess
 
-from tests.helpers import smooth_rgb, write_coco, write_official
+from tests.helpers import smooth_rgb, write_captions_csv, write_coco, write_official
 
 
 def test_official_numeric_order_and_prompts(tmp_path: Path) -> None:
@@ -85,10 +85,7 @@ def test_plain_folder_with_captions(tmp_path: Path, kind: str) -> None:
         Image.fromarray(smooth_rgb(len(name))).save(root / name)
     rows = [("b.png", "a red circle"), ("a b.png", "a blue square"), ("c.png", ""), ("gone.png", "a cat")]
     if kind == "csv":
-        with open(root / "captions.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "caption"])
-            w.writerows(rows)
+        write_captions_csv(root, rows)
     else:
         lines = [json.dumps({"file": f, "caption": c}) for f, c in rows] + ["{not json"]
         (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
