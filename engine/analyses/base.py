@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from memtui.engine.analyses import registry as analyses
 from memtui.engine.core import options as opt
 
-__all__ = ["Analysis", "CommonOptions", "TargetOptions", "Table", "num", "mean_std", "stat"]
+__all__ = ["seed_lines", "Analysis", "CommonOptions", "TargetOptions", "Table", "num", "mean_std", "stat"]
 
 # Record keys every analysis writes (docs/run-format.md); ``detections`` is added by detectors.
 RECORD_BASE: tuple[str, ...] = ("item_id", "set", "prompt", "source", "status", "error")
@@ -205,17 +205,25 @@ class Analysis:
             psnr = stat(summary, s, "psnr")
             if psnr is not None:
                 parts.append(f"PSNR {psnr:.2f} dB")
+                seed_only = stat(summary, s, "psnr_seed_only")
+                if seed_only is not None and abs(seed_only - psnr) >= 0.005:
+                    parts.append(f"seed-only {seed_only:.2f} dB")
                 break
         return "  ".join(parts) or "-"
 
     @classmethod
     def table(cls, summary: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> Table:
         """The final table of a run (the batch runner prints it; the console shows it)."""
+        sets = summary.get("sets") or {}
+        seed_only = any(isinstance(s, Mapping) and "psnr_seed_only" in s for s in sets.values())
         t = Table(title=f"{cls.name} · {summary.get('method', '')} · {run_dir}",
-                  columns=["set", "items", "ok", "errors", "PSNR dB", "NLL nats"])
-        for name, s in (summary.get("sets") or {}).items():
+                  columns=["set", "items", "ok", "errors", "PSNR dB", *(["seed-only dB"] if seed_only else []),
+                           "NLL nats"])
+        for name, s in sets.items():
             t.rows.append([name, str(s.get("n_items", "")), str(s.get("n_ok", "")), str(s.get("n_errors", "")),
-                           mean_std(s.get("psnr")), mean_std(s.get("nll"), ".1f")])
+                           mean_std(s.get("psnr")), *([mean_std(s.get("psnr_seed_only"))] if seed_only else []),
+                           mean_std(s.get("nll"), ".1f")])
+        t.notes += seed_lines(summary)
         return t
 
     @classmethod
@@ -223,6 +231,25 @@ class Analysis:
         """The declaration as data (docs table, tests)."""
         return {"name": cls.name, "question": cls.question, "datasets": list(cls.datasets),
                 "options": [i.name for i in cls.option_infos()], "compute": cls.compute}
+
+
+def seed_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Notes saying what the run's method calls its seed when it is more than ``z_T`` (summary.json's
+    ``method_seed``) and how the seed-only PSNR reconstructs; ``[]`` for one-part seeds."""
+    info = summary.get("method_seed")
+    if not isinstance(info, Mapping):
+        return []
+    parts = [str(p) for p in info.get("parts") or []]
+    out = []
+    if len(parts) > 1:
+        d = summary.get("d")
+        out.append(f"seed = {' + '.join(parts)} (NLL joint over {d if isinstance(d, int) else '?'} values; "
+                   f"{info.get('note', '')})")
+    elif info.get("note") and info.get("note") != "z_T alone":
+        out.append(f"seed = z_T ({info['note']})")
+    if out:
+        out.append("seed-only PSNR: plain DDIM from z_T alone with the prompt, no other state")
+    return out
 
 
 def error_lines(summary: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from memtui.engine.analyses.registry import register
 from memtui.engine.analyses.base import (RECORD_BASE, SUMMARY_BASE, Analysis, CommonOptions, Table,
-                                          detection_lines, error_lines, mean_std, num)
+                                          detection_lines, error_lines, mean_std, num, seed_lines)
 
 
 @register
@@ -22,9 +22,10 @@ class Concept(Analysis):
     datasets = ("erased", "reference")
     sets = ("erased", "reference")
     headline_sets = ("erased",)
-    record_keys = RECORD_BASE + ("psnr", "psnr_vae", "nll", "seconds", "z_shape", "latents", "query", "recon")
+    record_keys = RECORD_BASE + ("psnr", "psnr_seed_only", "psnr_vae", "nll", "nll_parts", "seed_dim", "seconds",
+                                 "z_shape", "latents", "query", "recon", "seed_only")
     summary_keys = SUMMARY_BASE + (
-        "method", "steps", "sets", "erased_normal", "reference_normal", "erased_reference",
+        "method", "steps", "method_seed", "sets", "erased_normal", "reference_normal", "erased_reference",
         "relative_distance", "relative_distance_er", "emd_metric", "normal", "d", "reasons", "load_report",
         "timing", "versions", "device", "precision", "batch_size", "image_size", "seed", "inversion")
 
@@ -39,10 +40,11 @@ class Concept(Analysis):
     @classmethod
     def table(cls, summary: Mapping[str, Any], run_dir: Any) -> Table:
         t = Table(title=f"{summary.get('analysis', cls.name)} · {summary.get('method', '')} · {run_dir}",
-                  columns=["set", "items", "ok", "errors", "PSNR dB", "PSNR VAE dB", "NLL nats"])
+                  columns=["set", "items", "ok", "errors", "PSNR dB", "seed-only dB", "PSNR VAE dB", "NLL nats"])
         for name, s in (summary.get("sets") or {}).items():
             t.rows.append([name, str(s.get("n_items", "")), str(s.get("n_ok", "")), str(s.get("n_errors", "")),
-                           _fmt(s.get("psnr")), _fmt(s.get("psnr_vae")), _fmt(s.get("nll"), 1)])
+                           _fmt(s.get("psnr")), _fmt(s.get("psnr_seed_only")), _fmt(s.get("psnr_vae")),
+                           _fmt(s.get("nll"), 1)])
         unit = "nats²" if summary.get("emd_metric", "w2") == "w2" else "nats"
         normal = summary.get("normal") or {}
         t.notes += [f"EMD erased–normal     {num(summary.get('erased_normal'), '.4g')} {unit}",
@@ -51,6 +53,7 @@ class Concept(Analysis):
                     f"   (normal: {normal.get('mode', '?')})",
                     f"relative distance     {num(summary.get('relative_distance'), '.4g')}"]
         t.notes += [f"  note: {r}" for r in summary.get("reasons") or []]
+        t.notes += seed_lines(summary)
         t.notes += error_lines(summary, run_dir) + detection_lines(summary)
         return t
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from memtui.engine.analyses.registry import register
 from memtui.engine.analyses.base import (RECORD_BASE, SUMMARY_BASE, Analysis, Table, TargetOptions,
-                                          error_lines, mean_std, num)
+                                          error_lines, mean_std, num, seed_lines)
 from memtui.engine.core.options import option
 
 
@@ -31,9 +31,9 @@ class Scramble(Analysis):
     datasets = ("erased",)
     sets = ("target", "scramble")
     headline_sets = ("target",)
-    record_keys = RECORD_BASE + ("psnr", "nll", "z_shape", "latents", "query", "recon", "target_id", "grid",
+    record_keys = RECORD_BASE + ("psnr", "psnr_seed_only", "nll", "nll_parts", "seed_dim", "seed_only", "z_shape", "latents", "query", "recon", "target_id", "grid",
                                  "perm", "perm_seed", "psnr_reassembled", "reassembled")
-    summary_keys = SUMMARY_BASE + ("method", "steps", "options", "sets", "targets", "nll_increase",
+    summary_keys = SUMMARY_BASE + ("method", "steps", "method_seed", "options", "sets", "targets", "nll_increase",
                                    "fraction_less_likely", "d", "normal", "device", "precision", "batch_size",
                                    "image_size", "seed", "inversion", "timing")
 
@@ -47,13 +47,13 @@ class Scramble(Analysis):
     @classmethod
     def table(cls, summary: Mapping[str, Any], run_dir: Any) -> Table:
         t = Table(title=f"scramble · grid {(summary.get('options') or {}).get('grid')} · {run_dir}",
-                  columns=["image", "NLL", "NLL scrambled", "increase", "PSNR", "PSNR scr."])
+                  columns=["image", "NLL", "NLL scrambled", "increase", "PSNR", "seed-only", "PSNR scr."])
         for tid, f in (summary.get("targets") or {}).items():
             t.rows.append([tid, num(f.get("original_nll"), ".1f"), mean_std(f.get("scrambled_nll"), ".1f"),
                            mean_std(f.get("nll_increase"), ".1f"), num(f.get("original_psnr")),
-                           num((f.get("scrambled_psnr") or {}).get("mean"))])
+                           num(f.get("original_psnr_seed_only")), num((f.get("scrambled_psnr") or {}).get("mean"))])
         frac = summary.get("fraction_less_likely")
         t.notes.append(f"NLL increase {mean_std(summary.get('nll_increase'), '.1f')} nats; scrambles with a less "
                        f"likely seed: {num(100 * frac if isinstance(frac, (int, float)) else None, '.0f')}%")
-        t.notes += error_lines(summary, run_dir)
+        t.notes += seed_lines(summary) + error_lines(summary, run_dir)
         return t

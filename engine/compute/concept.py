@@ -3,9 +3,11 @@ and every reference image under the ablated model, measure the reconstruction PS
 and compare the NLL distributions (three EMDs and the relative distance).
 
 Per item (``results.jsonl``): ``psnr`` (dB) between the saved query PNG (the preprocessed input)
-and the saved reconstruction PNG, ``psnr_vae`` (dB) between the query and the VAE decode of its
-encoded latent ``z_0`` (the ceiling a perfect diffusion inversion could reach), ``nll`` (nats) of
-``z_T`` under N(0, I). Files are written before the record, so a record implies its files.
+and the saved reconstruction PNG (the method's own), ``psnr_seed_only`` (dB, plain DDIM from ``z_T``
+alone), ``psnr_vae`` (dB) between the query and the VAE decode of its encoded latent ``z_0`` (the
+ceiling a perfect diffusion inversion could reach), ``nll`` (nats) of the method's seed under
+N(0, I_d) (all its parts: ``d = seed_dim``; the EMDs and the relative distance use it). Files are
+written before the record, so a record implies its files.
 """
 from __future__ import annotations
 
@@ -81,14 +83,21 @@ def summarize_run(spec: RunSpec, rd: RunDir, items: list[tuple[str, DatasetItem]
         errors += [{"item_id": r["item_id"], "set": name, "error": r.get("error")} for r in recs if r.get("status") != "ok"]
         nlls[name] = _finite_or_nan([r.get("nll") for r in ok])
         for r in ok:
-            if d is None and r.get("z_shape"):
+            if d is None and isinstance(r.get("seed_dim"), int):
+                d = int(r["seed_dim"])
+            elif d is None and r.get("z_shape"):
                 d = int(np.prod(r["z_shape"]))
         sets[name] = {
             "n_items": n_items, "n_done": len(recs), "n_ok": len(ok), "n_errors": len(recs) - len(ok),
             "psnr": metrics.summarize(_finite_or_nan([r.get("psnr") for r in ok])),
+            "psnr_seed_only": metrics.summarize(_finite_or_nan([r.get("psnr_seed_only") for r in ok])),
             "psnr_vae": metrics.summarize(_finite_or_nan([r.get("psnr_vae") for r in ok])),
             "nll": metrics.summarize(nlls[name]),
         }
+        parts = sorted({k for r in ok for k in (r.get("nll_parts") or {})})
+        if parts:
+            sets[name]["nll_parts"] = {k: metrics.summarize(_finite_or_nan([(r.get("nll_parts") or {}).get(k)
+                                                                            for r in ok])) for k in parts}
     if d is not None:
         rd_vals = metrics.relative_distance(nlls["erased"], nlls["reference"], d, normal=spec.normal,
                                             n=spec.normal_samples, seed=spec.seed, metric=spec.emd_metric)
@@ -173,9 +182,10 @@ class _ConceptRun(InversionItems):
 
     def write(self, job: _Job, res: dict[str, Any], j: int, seconds: float) -> dict[str, Any]:
         it = job.item
-        tensors = {"z_0": res["z_0"][j], "z_T": res["z_T"][j], **{k: v[j] for k, v in res["extras"].items()}}
+        tensors = {"z_0": res["z_0"][j], **self.seed_tensors(res, j), **{k: v[j] for k, v in res["extras"].items()}}
+        seed_only = res["seed_only"][j] if res["seed_only"] is not None else None
         return self.inverted_record(it.item_id, job.set_name, it.prompt, it.source, job.query, res["recon"][j],
-                                    tensors, psnr_vae=metrics.psnr(job.query, res["vae"][j]),
+                                    tensors, seed_only=seed_only, psnr_vae=metrics.psnr(job.query, res["vae"][j]),
                                     seconds=round(seconds, 4))
 
     def failed_record(self, job: _Job, message: str) -> dict[str, Any]:

@@ -3,7 +3,10 @@ share on top of the item loop: the model loaded once per run, one batch inverted
 an inverted item's files and record, per-set statistics and the "normal" reference.
 
 Records follow the run-directory format (``docs/run-format.md``): ``item_id``, ``set``, ``prompt``,
-``source``, ``status``, ``error``, ``psnr`` (dB), ``nll`` (nats) plus analysis-specific fields.
+``source``, ``status``, ``error``, ``psnr`` (dB, the method's own reconstruction), ``psnr_seed_only``
+(dB, plain DDIM from ``z_T`` alone), ``nll`` (nats, the joint NLL of the method's seed parts under
+N(0, I) of ``seed_dim`` values), ``nll_parts`` (per part, methods whose seed has several parts)
+plus analysis-specific fields.
 """
 from __future__ import annotations
 
@@ -16,12 +19,22 @@ import torch
 
 from memtui.engine import metrics
 from memtui.engine.core.tensors import to_uint8
+from memtui.engine.inversion.registry import get_method
 from memtui.engine.runs.lifecycle import load_run_model
 from memtui.engine.runs.loop import ItemLoop
 
-__all__ = ["InversionItems", "EXTRA_BATCH_DIM"]
+__all__ = ["InversionItems", "EXTRA_BATCH_DIM", "method_seed"]
 
 EXTRA_BATCH_DIM = {"null_embs": 1, "nti_losses": 1}  # InversionOutput.extras laid out [n, B, ...]
+
+
+def method_seed(method: str) -> dict[str, Any] | None:
+    """What ``method`` calls its seed (:meth:`~memtui.engine.inversion.base.InversionMethod.seed_info`),
+    as summary.json's ``method_seed``; None for a method no longer registered."""
+    try:
+        return get_method(method).seed_info()
+    except ValueError:
+        return None
 
 
 class InversionItems(ItemLoop):
@@ -32,10 +45,15 @@ class InversionItems(ItemLoop):
         self.pipe: Any = None
         self.config: Any = None
         self.size = 0
+        info = method_seed(self.spec.method)
+        self.seed_parts: tuple[str, ...] = tuple(info["parts"]) if info else ("z_T",)
 
     def record_usable(self, rec: Mapping[str, Any]) -> bool:
-        """Also retry an ``ok`` record whose ``psnr`` or ``nll`` is missing or NaN."""
-        for key in ("psnr", "nll"):
+        """Also retry an ``ok`` record whose ``psnr`` or ``nll`` is missing or NaN, or whose
+        ``psnr_seed_only`` is NaN (records written before it existed lack it and stay usable)."""
+        for key in ("psnr", "psnr_seed_only", "nll"):
+            if key == "psnr_seed_only" and key not in rec:
+                continue
             v = rec.get(key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
                 return False
@@ -53,8 +71,10 @@ class InversionItems(ItemLoop):
                keep_extras: bool = False) -> dict[str, Any]:
         """Invert + reconstruct one batch: ``x`` images ``[B, 3, H, W]`` in [-1, 1] or, with
         ``latents=True``, scaled latents ``[B, C, h, w]`` (the SIB direct path). Returns CPU float32
-        ``z_0``, ``z_T`` ``[B, C, h, w]``, uint8 ``recon [B, H, W, 3]``, ``extras`` (per-item method
-        tensors, batch dim first; only with ``keep_extras``) and ``raw`` (the InversionOutput)."""
+        ``z_0``, ``z_T`` ``[B, C, h, w]``, ``state`` (the seed's further parts, name -> ``[B, C, h, w]``),
+        uint8 ``recon [B, H, W, 3]`` (the method's reconstruction), ``seed_only`` (uint8, plain DDIM from
+        ``z_T`` alone; None when that *is* ``recon``), ``extras`` (per-item method tensors, batch dim
+        first; only with ``keep_extras``) and ``raw`` (the InversionOutput)."""
         from memtui.engine.inversion.api import invert_images, invert_latents  # looked up per call
 
         fn = invert_latents if latents else invert_images
@@ -64,27 +84,63 @@ class InversionItems(ItemLoop):
             dim = EXTRA_BATCH_DIM.get(k, 0)
             if isinstance(v, torch.Tensor) and v.ndim > dim and v.shape[dim] == x.shape[0] and k not in ("z_0", "z_T"):
                 extras[k] = v.detach().float().cpu().movedim(dim, 0)
+        shared = out.images_seed_only is None or out.images_seed_only is out.images_hat
         return {"z_0": out.z_0.detach().float().cpu(), "z_T": out.z_T.detach().float().cpu(),
-                "recon": to_uint8(out.images_hat), "extras": extras, "raw": out}
+                "state": {k: v.detach().float().cpu() for k, v in out.state.items()},
+                "recon": to_uint8(out.images_hat), "seed_only": None if shared else to_uint8(out.images_seed_only),
+                "extras": extras, "raw": out}
+
+    # ------------------------------------------------------------------ seeds
+    @staticmethod
+    def seed_vector(tensors: Mapping[str, torch.Tensor], parts: Sequence[str]) -> torch.Tensor:
+        """The seed as one flat float64 vector: the ``parts`` of ``tensors`` (each ``[C, h, w]``),
+        flattened and concatenated in order (for one-part methods, ``z_T`` flattened)."""
+        return torch.cat([tensors[p].detach().to("cpu", torch.float64).reshape(-1) for p in parts])
+
+    def read_seed(self, item_id: str) -> torch.Tensor:
+        """The stored seed of ``item_id`` as :meth:`seed_vector` (parts missing from the file: ``z_T`` only)."""
+        lat = self.rd.read_latents(item_id)
+        parts = [p for p in self.seed_parts if p in lat] or ["z_T"]
+        return self.seed_vector(lat, parts)
+
+    def seed_tensors(self, res: Mapping[str, Any], j: int) -> dict[str, torch.Tensor]:
+        """Item ``j``'s seed parts of an :meth:`invert` result: ``{"z_T": ..., **state}``, ``[C, h, w]`` each."""
+        return {"z_T": res["z_T"][j], **{k: v[j] for k, v in res["state"].items()}}
 
     # ------------------------------------------------------------------ records
     def inverted_record(self, item_id: str, set_name: str, prompt: str, source: str, query: np.ndarray,
                         recon: np.ndarray, tensors: Mapping[str, torch.Tensor],
-                        images: Mapping[str, np.ndarray] | None = None, **extra: Any) -> dict[str, Any]:
-        """Write ``latents/<id>.safetensors`` (``tensors``: ``z_0``, ``z_T``, ...) and the images
-        ``query``, ``recon`` (uint8 ``[H, W, 3]``) and ``images``; return the ``ok`` record:
-        ``psnr`` = PSNR(query, recon) on uint8, ``nll`` of ``tensors["z_T"]``, ``extra`` fields."""
+                        images: Mapping[str, np.ndarray] | None = None, seed_only: np.ndarray | None = None,
+                        **extra: Any) -> dict[str, Any]:
+        """Write ``latents/<id>.safetensors`` (``tensors``: ``z_0``, ``z_T``, the seed's further parts,
+        ...) and the images ``query``, ``recon``, ``seed_only`` (uint8 ``[H, W, 3]``; None: the same as
+        ``recon``) and ``images``; return the ``ok`` record: ``psnr`` = PSNR(query, recon) and
+        ``psnr_seed_only`` = PSNR(query, seed_only) on uint8, ``nll`` the joint NLL of the seed parts
+        (:attr:`seed_parts` found in ``tensors``) with ``seed_dim`` values, ``nll_parts`` per part when
+        there are several, ``extra`` fields."""
         z_t = tensors["z_T"]
+        parts = [p for p in self.seed_parts if p in tensors]
         self.rd.write_latents(item_id, tensors)
         self.rd.write_image(item_id, "query", query)
         self.rd.write_image(item_id, "recon", recon)
+        if seed_only is not None:
+            self.rd.write_image(item_id, "seed_only", seed_only)
         for kind, img in (images or {}).items():
             self.rd.write_image(item_id, kind, img)
-        return {"item_id": item_id, "set": set_name, "prompt": prompt, "source": source,
-                "status": "ok", "error": None, "psnr": metrics.psnr(query, recon),
-                "nll": float(metrics.nll(z_t[None])[0]), "z_shape": list(z_t.shape),
-                "latents": f"latents/{item_id}.safetensors", "query": f"images/{item_id}.query.png",
-                "recon": f"images/{item_id}.recon.png", **extra}
+        vec = self.seed_vector(tensors, parts)
+        psnr = metrics.psnr(query, recon)
+        rec = {"item_id": item_id, "set": set_name, "prompt": prompt, "source": source,
+               "status": "ok", "error": None, "psnr": psnr,
+               "psnr_seed_only": psnr if seed_only is None else metrics.psnr(query, seed_only),
+               "nll": float(metrics.nll(vec[None])[0]), "seed_dim": int(vec.numel()), "z_shape": list(z_t.shape),
+               "latents": f"latents/{item_id}.safetensors", "query": f"images/{item_id}.query.png",
+               "recon": f"images/{item_id}.recon.png"}
+        if seed_only is not None:
+            rec["seed_only"] = f"images/{item_id}.seed_only.png"
+        if len(parts) > 1:
+            rec["nll_parts"] = {p: float(metrics.nll(tensors[p][None])[0]) for p in parts}
+        rec.update(extra)
+        return rec
 
     @staticmethod
     def error_record(item_id: str, set_name: str, prompt: str, source: str, msg: str, **extra: Any) -> dict[str, Any]:
@@ -117,13 +173,18 @@ class InversionItems(ItemLoop):
 
     @staticmethod
     def seed_size(results: Mapping[str, Mapping[str, Any]]) -> int | None:
-        """Number of values of a seed ``z_T`` (from the first ``ok`` record with ``z_shape``)."""
+        """Number of values of a seed, all its parts together (``seed_dim`` of the first ``ok`` record;
+        records written before it: the size of ``z_shape``)."""
         for r in results.values():
-            if r.get("status") == "ok" and r.get("z_shape"):
-                return int(np.prod(r["z_shape"]))
+            if r.get("status") == "ok":
+                if isinstance(r.get("seed_dim"), int):
+                    return int(r["seed_dim"])
+                if r.get("z_shape"):
+                    return int(np.prod(r["z_shape"]))
         return None
 
     def session_fields(self) -> dict[str, Any]:
         return {"device": self.device, "precision": self.spec.precision, "batch_size": self.batch_size,
                 "image_size": self.size or self.spec.image_size, "seed": self.spec.seed,
-                "inversion": self.config.to_dict() if self.config is not None else None}
+                "inversion": self.config.to_dict() if self.config is not None else None,
+                "method_seed": method_seed(self.spec.method)}

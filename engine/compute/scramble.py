@@ -120,13 +120,14 @@ class _ScrambleRun(InversionItems):
 
     def write(self, job: _Job, res: dict[str, Any], k: int, seconds: float) -> dict[str, Any]:
         it, recon = job.item, res["recon"][k]
-        tensors = {"z_0": res["z_0"][k], "z_T": res["z_T"][k]}
+        tensors = {"z_0": res["z_0"][k], **self.seed_tensors(res, k)}
+        seed_only = res["seed_only"][k] if res["seed_only"] is not None else None
         if job.j is None:
             return self.inverted_record(job.item_id, "target", it.prompt, it.source, job.query, recon, tensors,
-                                        target_id=it.item_id, grid=self.grid)
+                                        seed_only=seed_only, target_id=it.item_id, grid=self.grid)
         back = unscramble(recon, self.grid, job.perm, channels_last=True)
         return self.inverted_record(job.item_id, "scramble", it.prompt, it.source, job.query, recon, tensors,
-                                    {"reassembled": back}, target_id=it.item_id, grid=self.grid,
+                                    {"reassembled": back}, seed_only=seed_only, target_id=it.item_id, grid=self.grid,
                                     perm=[int(v) for v in job.perm], perm_seed=self.perm_seed + job.j,
                                     psnr_reassembled=metrics.psnr(job.original, back),
                                     reassembled=f"images/{job.item_id}.reassembled.png")
@@ -145,7 +146,7 @@ class _ScrambleRun(InversionItems):
             orig = results.get(it.item_id, {})
             scr = [results[i] for i in self._ids(it)[1:] if results.get(i, {}).get("status") == "ok"]
             if orig.get("status") == "ok" and d is None:
-                d = int(np.prod(orig["z_shape"]))
+                d = int(orig["seed_dim"]) if isinstance(orig.get("seed_dim"), int) else int(np.prod(orig["z_shape"]))
             o_nll = orig.get("nll") if orig.get("status") == "ok" else None
             s_nll = [r["nll"] for r in scr]
             delta = [n - o_nll for n in s_nll] if o_nll is not None else []
@@ -162,7 +163,7 @@ class _ScrambleRun(InversionItems):
         dl = np.asarray(deltas, dtype=np.float64)
         return {"analysis": "scramble", "method": self.spec.method, "steps": self.spec.steps,
                 "options": {"grid": self.grid, "num_scrambles": self.n_scr, "perm_seed": self.perm_seed},
-                "sets": {s: self.set_stats(results, l) for s, l in ids.items()},
+                "sets": {s: self.set_stats(results, l, ("psnr", "psnr_seed_only", "nll")) for s, l in ids.items()},
                 "targets": per,
                 "nll_increase": metrics.summarize(dl),
                 "fraction_less_likely": float((dl > 0).mean()) if dl.size else math.nan,

@@ -19,7 +19,7 @@ from memtui.engine.diffusion.noise import seed_noise
 from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import alpha, alpha_prev, timesteps
 
-__all__ = ["Progress", "schedule", "ddim_step", "check_latents", "ddim_sample", "generate_images"]
+__all__ = ["Progress", "schedule", "ddim_step", "ddim_coefficients", "check_latents", "ddim_sample", "generate_images"]
 
 Progress = Callable[[int, int], None]
 
@@ -34,10 +34,18 @@ def ddim_step(z: torch.Tensor, e: torch.Tensor, a_from: float, a_to: float) -> t
     """The deterministic DDIM map of ``z`` from noise level ``a_from`` to ``a_to`` (alphas_cumprod)
     along noise prediction ``e``: ``sqrt(a_to/a_from)·z + (sqrt(1−a_to) − sqrt(a_to/a_from)·sqrt(1−a_from))·e``.
     With ``a_to > a_from`` this is a sampling step, with ``a_to < a_from`` the exact inverse step of
-    spec §0.3 (``a_from = a_prev``, ``a_to = a_t``). Returns float32 ``[B, C, h, w]``."""
+    spec §0.3 (``a_from = a_prev``, ``a_to = a_t``). Returns ``[B, C, h, w]`` in float32 (float64
+    when ``z`` is float64)."""
+    ratio, c_e = ddim_coefficients(a_from, a_to)
+    dt = torch.float64 if z.dtype == torch.float64 else torch.float32
+    return ratio * z.to(dt) + c_e * e.to(dt)
+
+
+def ddim_coefficients(a_from: float, a_to: float) -> tuple[float, float]:
+    """``(ratio, c_e)`` of the DDIM map ``z -> ratio·z + c_e·e`` from noise level ``a_from`` to ``a_to``
+    (alphas_cumprod), in float64: ``ratio = sqrt(a_to/a_from)``, ``c_e = sqrt(1−a_to) − ratio·sqrt(1−a_from)``."""
     ratio = math.sqrt(a_to / a_from)
-    c_e = math.sqrt(1.0 - a_to) - ratio * math.sqrt(1.0 - a_from)
-    return ratio * z.float() + c_e * e.float()
+    return ratio, math.sqrt(1.0 - a_to) - ratio * math.sqrt(1.0 - a_from)
 
 
 def check_latents(z: torch.Tensor, emb: torch.Tensor) -> None:
@@ -79,7 +87,7 @@ def ddim_sample(pipe: SDPipeline, zT: torch.Tensor, emb: torch.Tensor, steps: in
                 raise ValueError(f"null_embs must be [{len(ts)}, {zT.shape[0]}, L, D], got {tuple(null_embs.shape)}")
         elif uncond_emb is None:
             uncond_emb = empty_embedding(pipe, zT.shape[0])
-    z = zT.to(pipe.device, torch.float32)
+    z = zT.to(pipe.device, pipe.work_dtype)
     for i, t in enumerate(ts):
         unc = null_embs[i] if (guidance != 1.0 and null_embs is not None) else uncond_emb
         e = guided_eps(pipe, z, t, emb, guidance, unc)

@@ -6,9 +6,13 @@ from each item's generator, as the method's default or ``config.encode``), ``inv
 from scaled latents ``[B, C, h, w]`` (the SIB "direct" path). Reconstruction samples with the same
 number of steps, following the method's :class:`~memtui.engine.inversion.base.Inverted` recipe.
 
-Progress: ``progress(done, total)`` counts diffusion steps over the method's phases
-(:meth:`~memtui.engine.inversion.base.InversionMethod.phases`; the reconstruction is the last).
-Decoding is not counted.
+Every call also makes the *seed-only* reconstruction (plain DDIM from ``z_T`` alone with the prompt
+at ``config.guidance``, no other state; ``images_seed_only``), the paper's "likely seed under the
+model's own sampler"; for methods whose reconstruction already is that, it is not recomputed.
+
+Progress: ``progress(done, total)`` counts diffusion steps over :func:`call_phases` (the method's
+phases, its reconstruction last, then the seed-only reconstruction when separate). Decoding is not
+counted.
 """
 from __future__ import annotations
 
@@ -23,22 +27,33 @@ from memtui.engine.inversion.config import InversionConfig
 from memtui.engine.inversion.registry import get_method
 from memtui.engine.model.pipeline import SDPipeline
 
-__all__ = ["InversionConfig", "InversionOutput", "invert_images", "invert_latents", "decode", "DECODE_CHUNK"]
+__all__ = ["InversionConfig", "InversionOutput", "invert_images", "invert_latents", "call_phases", "decode",
+           "DECODE_CHUNK"]
 
 DECODE_CHUNK = 8
 
 
 @dataclass
 class InversionOutput:
-    """``z_0`` scaled clean latents that were inverted, ``z_T`` seeds, ``z_0_hat`` reconstructed
-    latents (all ``[B, C, h, w]`` float32); ``images_hat [B, 3, H, W]`` float32 in [-1, 1] (decoded,
-    clamped); ``extras``: the method's tensors, for NTI ``{"null_embs": [n, B, L, D], "nti_losses": [n, B]}``."""
+    """``z_0`` scaled clean latents that were inverted, ``z_T`` seeds, ``z_0_hat`` the method's
+    reconstructed latents (all ``[B, C, h, w]`` float32); ``images_hat [B, 3, H, W]`` float32 in
+    [-1, 1] (decoded, clamped); ``images_seed_only``: the same from plain DDIM sampling of ``z_T``
+    alone (the seed-only reconstruction; the very tensor ``images_hat`` when the method's
+    reconstruction already is that); ``state``: the seed's further parts (EDICT ``y_T``, BDIA's
+    second state), ``[B, C, h, w]`` each; ``extras``: the method's other tensors, for NTI
+    ``{"null_embs": [n, B, L, D], "nti_losses": [n, B]}``."""
 
     z_0: torch.Tensor
     z_T: torch.Tensor
     z_0_hat: torch.Tensor
     images_hat: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    images_seed_only: torch.Tensor | None = None
+
+    def seed_parts(self) -> dict[str, torch.Tensor]:
+        """The seed as the method defines it: ``{"z_T": ..., **state}`` (each ``[B, C, h, w]``)."""
+        return {"z_T": self.z_T, **self.state}
 
 
 def _phase(progress: Progress | None, offset: int, total: int) -> Progress | None:
@@ -88,13 +103,32 @@ def invert_latents(pipe: SDPipeline, z0: torch.Tensor, prompts: Sequence[str], c
     method = get_method(config.method)()
     steps = config.steps
     phases = method.phases(steps, config.options)
-    total = sum(phases)
-    z0 = z0.to(pipe.device, torch.float32)
+    separate = type(method).seed_only_separate(config.options)
+    total = sum(call_phases(config))
+    z0 = z0.to(pipe.device, pipe.work_dtype)
     emb = pipe.encode_prompts(list(prompts))
     gens = list(generators) if generators is not None else repeated_generators(B, config.seed)
     inv = method.invert(pipe, z0, emb, steps, config.options, gens, config.guidance,
                         progress=_phase(progress, 0, total))
-    z0_hat = ddim_sample(pipe, inv.z_T, emb, steps, guidance=inv.guidance, null_embs=inv.null_embs,
-                         progress=_phase(progress, total - phases[-1], total), stop_at_t1=inv.stop_at_t1)
-    return InversionOutput(z_0=z0, z_T=inv.z_T, z_0_hat=z0_hat, images_hat=decode(pipe, z0_hat),
-                           extras=dict(inv.extras))
+    rec_at = sum(phases) - phases[-1]
+    z0_hat = method.reconstruct(pipe, inv, emb, steps, config.options, progress=_phase(progress, rec_at, total))
+    images_hat = decode(pipe, z0_hat)
+    if separate or not method.reconstructs_from_seed_alone(inv, config.guidance):
+        z_seed = ddim_sample(pipe, inv.z_T, emb, steps, guidance=config.guidance,
+                             progress=_phase(progress, sum(phases), total) if separate else None)
+        images_seed_only = decode(pipe, z_seed)
+    else:
+        images_seed_only = images_hat
+    f32 = torch.float32
+    return InversionOutput(z_0=z0.to(f32), z_T=inv.z_T.to(f32), z_0_hat=z0_hat.to(f32), images_hat=images_hat,
+                           extras=dict(inv.extras), state={k: v.to(f32) for k, v in inv.state.items()},
+                           images_seed_only=images_seed_only)
+
+
+def call_phases(config: InversionConfig) -> tuple[int, ...]:
+    """Diffusion steps counted by each progress phase of one :func:`invert_latents` call: the method's
+    phases (its reconstruction last), then ``steps`` of the seed-only reconstruction when it differs
+    from the method's own (:meth:`~memtui.engine.inversion.base.InversionMethod.seed_only_separate`)."""
+    cls = get_method(config.method)
+    phases = tuple(cls().phases(config.steps, config.options))
+    return phases + ((config.steps,) if cls.seed_only_separate(config.options) else ())

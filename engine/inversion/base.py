@@ -53,16 +53,19 @@ class MethodOptions:
 
 @dataclass
 class Inverted:
-    """A method's result and how to reconstruct from it: seeds ``z_T [B, C, h, w]``; the
-    reconstruction's CFG scale ``guidance``, its per-step unconditional embeddings ``null_embs
-    [n, B, L, D]`` (None: the empty prompt), ``stop_at_t1`` (stop at the t=1 latent); ``extras``:
-    tensors to hand back in :class:`~memtui.engine.inversion.api.InversionOutput`."""
+    """A method's result and how to reconstruct from it: seeds ``z_T [B, C, h, w]``; ``state``: the
+    seed's further parts, each ``[B, C, h, w]`` under the names of the method's ``seed_parts`` after
+    ``z_T`` (EDICT's second latent ``y_T``, BDIA's second state); the reconstruction's CFG scale
+    ``guidance``, its per-step unconditional embeddings ``null_embs [n, B, L, D]`` (None: the empty
+    prompt), ``stop_at_t1`` (stop at the t=1 latent); ``extras``: further tensors to hand back in
+    :class:`~memtui.engine.inversion.api.InversionOutput`."""
 
     z_T: torch.Tensor
     guidance: float = 1.0
     null_embs: torch.Tensor | None = None
     stop_at_t1: bool = False
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class InversionMethod:
@@ -73,6 +76,12 @@ class InversionMethod:
     summary: ClassVar[str] = ""                 # one line for --help, the docs table and the console
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     default_encode: ClassVar[str] = "mean"      # what encode = "auto" means: "mean" or "sample"
+    # What the method calls its seed: ``z_T`` first, then the keys of ``Inverted.state`` (each a
+    # latent-shaped tensor). The seed's NLL is the joint one under N(0, I) of all parts together.
+    seed_parts: ClassVar[tuple[str, ...]] = ("z_T",)
+    # In words: what the seed is, and what the method's own reconstruction uses besides it
+    # (``spec.json`` / ``summary.json`` say it; empty: "z_T alone").
+    seed_note: ClassVar[str] = ""
 
     def phases(self, steps: int, options: Any) -> tuple[int, ...]:
         """Diffusion steps counted by each progress phase of one call, the reconstruction last
@@ -82,6 +91,38 @@ class InversionMethod:
     def after_sample_encode(self, generators: Sequence[torch.Generator], shape: tuple[int, ...]) -> None:
         """Called after a posterior-sample encoding drew from each item's generator (default: nothing);
         a method reproducing an official draw order consumes its unused draws here."""
+
+    def reconstruct(self, pipe: SDPipeline, inv: Inverted, emb: torch.Tensor, steps: int, options: Any,
+                    progress: Progress | None = None) -> torch.Tensor:
+        """The method's own reconstruction: scaled clean latents ``[B, C, h, w]`` from ``inv`` with
+        embeddings ``emb [B, L, D]``. Default: DDIM sampling from ``inv.z_T`` following the recipe
+        (``guidance``, ``null_embs``, ``stop_at_t1``). A method with more state overrides this."""
+        ddim_sample = numerics("memtui.engine.diffusion.ddim:ddim_sample")
+
+        return ddim_sample(pipe, inv.z_T, emb, steps, guidance=inv.guidance, null_embs=inv.null_embs,
+                           progress=progress, stop_at_t1=inv.stop_at_t1)
+
+    @classmethod
+    def reconstructs_from_seed_alone(cls, inv: Inverted, guidance: float) -> bool:
+        """Whether the method's reconstruction of ``inv`` *is* plain DDIM from ``z_T`` with the
+        prompt at ``guidance`` (then the seed-only reconstruction is not computed again)."""
+        return (cls.reconstruct is InversionMethod.reconstruct and not inv.state and inv.null_embs is None
+                and not inv.stop_at_t1 and float(inv.guidance) == float(guidance))
+
+    @classmethod
+    def seed_only_separate(cls, options: Any) -> bool:
+        """Whether the seed-only reconstruction (plain DDIM from ``z_T`` alone) differs from the
+        method's own, so it costs ``steps`` more UNet calls (default: when the method overrides
+        :meth:`reconstruct` or its seed has more parts than ``z_T``)."""
+        return cls.reconstruct is not InversionMethod.reconstruct or len(cls.seed_parts) > 1
+
+    @classmethod
+    def seed_info(cls) -> dict[str, Any]:
+        """What the method calls its seed, JSON-ready: ``parts`` (tensor names, ``z_T`` first), ``note``
+        (in words) and ``seed_only`` (how ``psnr_seed_only`` reconstructs)."""
+        return {"method": cls.name, "parts": list(cls.seed_parts), "note": cls.seed_note or "z_T alone",
+                "seed_only": "DDIM sampling from z_T alone with the prompt at the reconstruction guidance "
+                             "(empty-prompt unconditional branch), no other state"}
 
     def invert(self, pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int, options: Any,
                generators: Sequence[torch.Generator], guidance: float,

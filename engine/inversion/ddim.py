@@ -25,7 +25,7 @@ def ddim_trajectory(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps
     — the first iterate of ReNoise (spec §0.3), also the original null-text inversion's pivot."""
     check_latents(z0, emb)
     sched, ts = schedule(pipe, steps)
-    z = z0.to(pipe.device, torch.float32)
+    z = z0.to(pipe.device, pipe.work_dtype)
     out = [z]
     with torch.no_grad():
         for k, t in enumerate(reversed(ts)):
@@ -54,7 +54,7 @@ def ddim_trajectory_t1(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, st
     check_latents(z0, emb)
     sched, ts = schedule(pipe, steps)
     asc = list(reversed(ts))
-    z = z0.to(pipe.device, torch.float32)
+    z = z0.to(pipe.device, pipe.work_dtype)
     out = [z]
     with torch.no_grad():
         for k in range(len(asc) - 1):

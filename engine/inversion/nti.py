@@ -112,7 +112,7 @@ def _optimise_paper(pipe: SDPipeline, traj: list[torch.Tensor], emb: torch.Tenso
             with torch.no_grad():
                 param[frozen.to(param.device)] = kept
             lv = loss.detach().cpu()
-            last[idx] = lv
+            last[idx] = lv.float()
             active[idx[lv < early_stop + i * 2e-5]] = False
         uncond = param.detach()
         nulls.append(uncond)

@@ -52,6 +52,12 @@ class SDPipeline:
         return self.unet.dtype
 
     @property
+    def work_dtype(self) -> torch.dtype:
+        """The dtype of arithmetic outside the networks: float64 for a float64 model (exactness
+        tests), float32 otherwise (fp32, fp16, bf16)."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
 
@@ -131,7 +137,7 @@ class SDPipeline:
 
     # ------------------------------------------------------------------ UNet
     def eps(self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Noise prediction ``[B, C, h, w]`` (float32) at timestep ``t`` for latents ``z`` and text
-        embeddings ``emb [B, L, D]``."""
+        """Noise prediction ``[B, C, h, w]`` (:attr:`work_dtype`: float32, float64 for a float64 model)
+        at timestep ``t`` for latents ``z`` and text embeddings ``emb [B, L, D]``."""
         out = self.unet(z.to(self.device, self.dtype), t, encoder_hidden_states=emb.to(self.device, self.dtype)).sample
-        return out.float()
+        return out.to(self.work_dtype)

@@ -77,7 +77,7 @@ def method_concept_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
         row = {"method": r.method, "concept": r.concept, "run": r.name,
                "relative_distance": r.summary.get("relative_distance")}
         for s in ("erased", "reference"):
-            for key in ("psnr", "nll"):
+            for key in ("psnr", "psnr_seed_only", "nll"):
                 m, sd = _stat(r, s, key)
                 row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = m, sd
         rows.append(row)
@@ -106,9 +106,11 @@ def _run_parts(r: RunData, figs: Path) -> dict[str, Any]:
     sets = []
     for s in r.sets():
         pm, ps = _stat(r, s, "psnr")
+        om, os_ = _stat(r, s, "psnr_seed_only")
         nm, ns = _stat(r, s, "nll")
         n_ok = ((r.summary.get("sets") or {}).get(s) or {}).get("n_ok", len(r.ok(s)))
-        sets.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}", f"{_fmt(nm)} ± {_fmt(ns)}"])
+        sets.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}",
+                     "–" if om is None else f"{_fmt(om)} ± {_fmt(os_)}", f"{_fmt(nm)} ± {_fmt(ns)}"])
     parts["sets"] = sets
     parts["mc"] = method_concept_rows([r])
     parts["det"] = [{"run": r.name, "detector": key, "set": s, "rule": d.get("rule"), **dict(st.items())}
@@ -186,8 +188,12 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
             return None
 
     # ---- per-run numbers
-    md.append("\n## Per-set results\n\nPSNR in dB (query vs reconstruction), seed NLL in nats; mean ± std.\n")
-    md.append(_table(["run", "set", "n ok", "PSNR", "NLL"], [row for r in runs for row in parts[r.name]["sets"]]))
+    md.append("\n## Per-set results\n\nPSNR in dB (query vs the method's reconstruction); seed-only PSNR in dB "
+              "(query vs plain DDIM sampling from the seed z_T alone with the prompt, no other state: the "
+              "paper's \"likely seed under the model's own sampler\"; – for runs written before it existed); "
+              "seed NLL in nats (all the method's seed parts together); mean ± std.\n")
+    md.append(_table(["run", "set", "n ok", "PSNR", "seed-only PSNR", "NLL"],
+                     [row for r in runs for row in parts[r.name]["sets"]]))
 
     mc = [row for r in runs for row in parts[r.name]["mc"]]
     if mc:
@@ -201,6 +207,9 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
                           for r in runs if r.analysis == "concept"]))
         md.append("\n\nMean erased-set PSNR (dB):\n")
         md.append(_matrix(mc, "erased_psnr_mean"))
+        if any(row.get("erased_psnr_seed_only_mean") is not None for row in mc):
+            md.append("\n\nMean erased-set seed-only PSNR (dB):\n")
+            md.append(_matrix(mc, "erased_psnr_seed_only_mean"))
         if (f := figure(lambda: F.relative_distances(runs, figs / "relative_distance.png"), "relative distances")):
             md.append(f"\n\n![relative distances](figures/{f.name})")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from memtui.engine import analyses
 from memtui.engine.inversion.config import InversionConfig, inversion_problems
-from memtui.engine.inversion.registry import DEFAULT_METHOD, method_names
+from memtui.engine.inversion.registry import DEFAULT_METHOD, get_method, method_names
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 NORMALS = ("exact", "samples")
@@ -29,6 +29,7 @@ RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest", "box", "hamming")
 ALPHAS = ("white", "drop")
 PATH_FIELDS = ("base", "ablated", "erased", "reference")
 NON_RESULT_FIELDS = ("batch_size", "device")
+DERIVED_FIELDS = ("method_seed",)  # written into spec.json for readers, ignored when a spec is read
 MIN_STEPS, MAX_STEPS = 2, 1000  # DDIM inversion needs two timesteps; the scheduler has 1000
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed's range
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
@@ -97,6 +98,14 @@ class RunSpec:
         """All fields as a JSON/TOML-friendly dict (None values kept for JSON)."""
         return asdict(self)
 
+    def derived(self) -> dict[str, Any]:
+        """What spec.json says beside the fields (ignored when read back): ``method_seed``, what the
+        method calls its seed (:meth:`~memtui.engine.inversion.base.InversionMethod.seed_info`)."""
+        try:
+            return {"method_seed": get_method(self.method).seed_info()}
+        except ValueError:
+            return {}
+
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
@@ -107,6 +116,7 @@ class RunSpec:
         if not isinstance(data, dict):
             raise SpecError(f"a spec must be a table/object, got {type(data).__name__}")
         names = set(cls.field_names())
+        data = {k: v for k, v in data.items() if k not in DERIVED_FIELDS}
         unknown = sorted(k for k in data if k not in names)
         if unknown:
             raise SpecError(f"unknown spec field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")

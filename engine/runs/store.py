@@ -205,7 +205,8 @@ class RunDir:
 
     # ------------------------------------------------------------------ spec / summary
     def write_spec(self, spec: RunSpec) -> None:
-        atomic_write_text(self.path / self.SPEC, json.dumps(jsonable(spec.to_dict()), indent=2) + "\n")
+        atomic_write_text(self.path / self.SPEC, json.dumps(jsonable({**spec.to_dict(), **spec.derived()}), indent=2)
+                          + "\n")
 
     def read_spec_dict(self) -> dict[str, Any]:
         return json.loads((self.path / self.SPEC).read_text(encoding="utf-8"))

@@ -111,10 +111,11 @@ class RunView:
             return None
         return float(v)
 
-    def main_psnr(self) -> float | None:
-        """Mean PSNR of the set the analysis is about (erased, memory, target...)."""
+    def main_psnr(self, metric: str = "psnr") -> float | None:
+        """Mean PSNR of the set the analysis is about (erased, memory, target...); ``metric``
+        ``psnr_seed_only`` gives the seed-only reconstruction's (None for runs written before it)."""
         for s in self.declaration.headline_sets or self.declaration.sets:
-            v = self.set_stat(s, "psnr")
+            v = self.set_stat(s, metric)
             if v is not None:
                 return v
         return None

@@ -21,16 +21,19 @@ def run_labels(info: jobs.RunInfo) -> tuple[str, str]:
     return info.view.method_label, info.view.concept
 
 
-def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[float | None, float | None]]]:
-    """Methods (rows), concepts (columns) and ``(method, concept) -> (mean PSNR, RD)``; a later run
-    with the same labels replaces an earlier one."""
+Cell = tuple[float | None, float | None, float | None]
+
+
+def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
+    """Methods (rows), concepts (columns) and ``(method, concept) -> (mean PSNR, mean seed-only
+    PSNR, RD)``; a later run with the same labels replaces an earlier one."""
     methods: list[str] = []
     concepts: list[str] = []
-    cells: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+    cells: dict[tuple[str, str], Cell] = {}
     for info in runs:
         method, concept = run_labels(info)
         view = info.view
-        cells[(method, concept)] = (view.main_psnr(), view.number("relative_distance"))
+        cells[(method, concept)] = (view.main_psnr(), view.main_psnr("psnr_seed_only"), view.number("relative_distance"))
         if method not in methods:
             methods.append(method)
         if concept not in concepts:
@@ -54,7 +57,8 @@ class CompareScreen(Screen):
         return cls([r.path for r in runs])
 
     HELP = ("Rows are erasure methods (the ablated checkpoint's name and the inversion method), "
-            "columns are concepts. Each cell: mean PSNR of the erased set in dB · relative distance "
+            "columns are concepts. Each cell: mean PSNR of the erased set in dB (in brackets the seed-only "
+            "PSNR, plain DDIM from the seed alone, when the method's own reconstruction uses more) · relative distance "
             "(EMD erased↔normal / EMD reference↔normal; ≈1 means the erased concept's seeds are as "
             "likely as ordinary images' seeds).")
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload"),
@@ -85,7 +89,8 @@ class CompareScreen(Screen):
         for m in methods:
             row = [m]
             for c in concepts:
-                psnr, rd = cells.get((m, c), (None, None))
-                row.append("" if (m, c) not in cells else f"{fmt(psnr)} dB · {fmt(rd, 2)}")
+                psnr, seed_only, rd = cells.get((m, c), (None, None, None))
+                alone = "" if seed_only is None or psnr is None or abs(seed_only - psnr) < 0.005 else f" ({fmt(seed_only)})"
+                row.append("" if (m, c) not in cells else f"{fmt(psnr)}{alone} dB · {fmt(rd, 2)}")
             rows.append((m, tuple(row)))
         sync_table(self.query_one(DataTable), rows, [("method", "method")] + [(c, c) for c in concepts])

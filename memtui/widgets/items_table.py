@@ -8,10 +8,11 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("id", "item", 16), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("nll", "NLL", 9),
+    ("id", "item", 16), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("psnr_seed_only", "seed-only", 9),
+    ("nll", "NLL", 9),
     ("status", "status", 6), ("prompt", "prompt", 44),
 )
-SORT_ORDER: tuple[str, ...] = ("id", "psnr", "nll", "set", "status")
+SORT_ORDER: tuple[str, ...] = ("id", "psnr", "psnr_seed_only", "nll", "set", "status")
 
 
 def _num(value: Any) -> float | None:
@@ -24,8 +25,8 @@ def format_cell(col: str, rec: dict[str, Any]) -> str | Text:
     """The text shown in column ``col`` for a results.jsonl record."""
     if col == "id":
         return str(rec.get("item_id", ""))
-    if col == "psnr":
-        v = _num(rec.get("psnr"))
+    if col in ("psnr", "psnr_seed_only"):
+        v = _num(rec.get(col))
         return Text("-" if v is None else f"{v:.2f}", justify="right")
     if col == "nll":
         v = _num(rec.get("nll"))
@@ -72,7 +73,7 @@ class ItemsTable(DataTable):
         rec = self.records.get(str(item_id), {})
         if self.sort_column == "id":
             return (0, str(item_id))
-        if self.sort_column in ("psnr", "nll"):
+        if self.sort_column in ("psnr", "psnr_seed_only", "nll"):
             v = _num(rec.get(self.sort_column))
             return (0, v, str(item_id)) if v is not None else (1, 0.0, str(item_id))
         return (0, str(rec.get(self.sort_column, "")), str(item_id))

@@ -33,17 +33,22 @@ def summary_renderable(summary: dict[str, Any] | None) -> RenderableType:
     if not summary:
         return Text("no summary yet (written when the run finishes)", style="dim")
     sets = Table(title="per set (mean ± std)", box=None, header_style="bold", pad_edge=False)
-    for col, width in (("set", 6), ("n", 1), ("PSNR dB", 5), ("±", 4), ("NLL", 7), ("±", 4)):
+    view = RunView(Path("."), {}, summary)
+    seed_only = any(view.set_stat(name, "psnr_seed_only") is not None for name in view.set_names())
+    cols = [("set", 6), ("n", 1), ("PSNR dB", 5), ("±", 4)]
+    cols += [("seed-only", 5), ("±", 4)] if seed_only else []
+    for col, width in cols + [("NLL", 7), ("±", 4)]:
         sets.add_column(col, justify="left" if col == "set" else "right", min_width=width,
                         no_wrap=col != "set")
-    view = RunView(Path("."), {}, summary)
     for name in view.set_names():
         mean, nmean = view.set_stat(name, "psnr"), view.set_stat(name, "nll")
         if mean is None and nmean is None:
             continue
         count = view.set_stat(name, "psnr", "count") or view.set_stat(name, "nll", "count")
-        sets.add_row(name, fmt(int(count)) if count is not None else "-", fmt(mean),
-                     fmt(view.set_stat(name, "psnr", "std")), fmt(nmean, 1), fmt(view.set_stat(name, "nll", "std"), 1))
+        cells = [name, fmt(int(count)) if count is not None else "-", fmt(mean), fmt(view.set_stat(name, "psnr", "std"))]
+        if seed_only:
+            cells += [fmt(view.set_stat(name, "psnr_seed_only")), fmt(view.set_stat(name, "psnr_seed_only", "std"))]
+        sets.add_row(*cells, fmt(nmean, 1), fmt(view.set_stat(name, "nll", "std"), 1))
     dist = Table(box=None, show_header=False, pad_edge=False)
     dist.add_column("what")
     dist.add_column("value", justify="right")

@@ -40,7 +40,9 @@ async def test_run_view_fills_from_run_dir(config, concept_run):
         r0 = records[0]
         row = table.get_row(r0["item_id"])
         assert row[0] == r0["item_id"] and row[1] == "erased"
-        assert str(row[2]) == f"{r0['psnr']:.2f}" and str(row[3]) == f"{r0['nll']:.1f}"
+        assert str(row[2]) == f"{r0['psnr']:.2f}" and str(row[4]) == f"{r0['nll']:.1f}"
+        seed_only = r0.get("psnr_seed_only")  # the fixture's records may predate it: then "-"
+        assert str(row[3]) == ("-" if seed_only is None else f"{seed_only:.2f}")
         status = plain(screen.query_one("#run-status"))
         assert "8/8 items" in status and "1 failed" in status
 

@@ -21,7 +21,7 @@ import torch
 
 from memtui.engine.core.options import describe
 from memtui.engine.diffusion.ddim import ddim_sample
-from memtui.engine.inversion.api import InversionConfig, invert_images, invert_latents
+from memtui.engine.inversion.api import InversionConfig, call_phases, invert_images, invert_latents
 from memtui.engine.inversion.config import inversion_problems
 from memtui.engine.inversion.registry import get_method, method_names
 from memtui.engine.model.pipeline import SDPipeline
@@ -85,7 +85,7 @@ def runs(smooth64, images):
 @pytest.mark.parametrize("name", method_names())
 def test_batch_equals_single_and_progress_counts_the_phases(runs, name) -> None:
     cfg, ticks, batch, singles = runs(name)
-    total = sum(get_method(name)().phases(STEPS, cfg.options))
+    total = sum(call_phases(cfg))
     assert ticks == [(d, total) for d in range(1, total + 1)]
     for field in ("z_0", "z_T", "z_0_hat", "images_hat"):
         got = getattr(batch, field)

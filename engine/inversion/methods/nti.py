@@ -46,6 +46,13 @@ class NTIInversion(InversionMethod):
     summary = "null-text inversion (paper or official mode)"
     Options = NTIOptions
     default_encode = "mean"
+    seed_note = ("z_T, the DDIM-inverted latent; the reconstruction also uses one optimised null-text "
+                 "embedding per step (paper mode) or stops at t = 1 (official mode)")
+
+    @classmethod
+    def seed_only_separate(cls, options: Any) -> bool:
+        """The reconstruction uses the null embeddings (paper) or stops at t = 1 (official)."""
+        return True
 
     def phases(self, steps: int, options: Any) -> tuple[int, ...]:
         """Inversion, null-text optimisation, reconstruction: ``steps`` each (``steps − 1`` official)."""
