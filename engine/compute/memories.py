@@ -9,16 +9,29 @@ For the k-th target ``I_q`` (prompt ``c_q``) and its supports ``I_s1..I_sN`` (re
    then ``z^{s_i→q} = DecInv(I_q; z^{s_i})`` (N items);
 2. diffusion inversion + reconstruction of the target's own latent ``z^q`` (set ``target``) and of
    each memory ``z^{s_i→q}`` (set ``memory``) with ``c_q``, and of each ``z^{s_i}`` with the
-   support's own caption (set ``control``). ``sib_path``: ``reencode`` (official: decode, clamp,
-   uint8, then the inversion's own encoding, for ReNoise a posterior sample with the item seed) or
-   ``direct`` (``s·z`` straight into diffusion inversion, the paper's figure).
+   support's own caption (set ``control``). ``sib_path``: ``reencode`` (the official ReNoise
+   branch: decode, clamp, uint8, then the inversion's own encoding, for ReNoise a posterior sample
+   with the item seed) or ``direct`` (``s·z`` straight into diffusion inversion: the official NTI
+   branch, the paper's figure); ``auto`` (the default) is ``direct`` for NTI and ``reencode``
+   otherwise, resolved in :meth:`SIBSettings.from_spec` (summary.json's ``options`` record the
+   path taken).
+
+A seed is the method's whole seed (``seed_parts``: ``z_T``, then e.g. EDICT's ``y_T``), as one
+vector (:meth:`InversionItems.seed_vector`: the parts flattened and concatenated; ``z_T`` alone for
+one-part methods); every distance is between such vectors.
 
 Records: ``psnr`` = PSNR(diffusion reconstruction, the image it should show: the target for target
-and memories, the support for controls), ``psnr_decoder`` (decoder-only reconstruction ``D(z)``),
-``nll`` of ``z_T``, ``target_id``, ``support_id``, ``decoder_loss``, and for memories
+and memories, the support for controls), ``psnr_seed_only`` (the plain-DDIM reconstruction from
+``z_T`` alone), ``psnr_decoder`` (decoder-only reconstruction ``D(z)``), ``nll`` (joint, of the
+seed parts), ``target_id``, ``support_id``, ``decoder_loss``, and for memories
 ``distance_to_target`` / ``cosine_to_target`` (to the target's own seed). Latents: ``z_0`` (scaled
-latent inverted), ``z_T``, ``z_vae`` (decoder-inverted unscaled latent). Images: ``query`` (target
-or support), ``recon``, ``decoded`` (decoder-only).
+latent inverted), ``z_T`` and the seed's further parts, ``z_vae`` (decoder-inverted unscaled
+latent). Images: ``query`` (target or support), ``recon``, ``seed_only`` (when it differs from
+``recon``), ``decoded`` (decoder-only).
+
+Figures (:mod:`memtui.engine.compute.memories_stats`): per target ``cv`` = std / mean of the
+memory -> target-seed distances (the sphere's radii, the paper's Figure 6) and ``cv_pairwise`` =
+that of the pairwise memory distances; ``average.cv`` / ``average.cv_pairwise`` over targets.
 
 Resume: finished items are skipped; a target whose items are all finished is skipped entirely. The
 decoder stage of a target is checkpointed in ``latents/<target_id>.decinv.safetensors`` once it
@@ -28,12 +41,13 @@ the decoder stage recomputes that target's decoder inversions from the start (de
 Options (``spec.options``): ``targets`` (list of erased-set indices; default the first
 ``num_targets`` = ``max_items`` or 5), ``num_supports`` (10), ``support_offset`` (0),
 ``support_stride`` (= num_supports), ``vae_steps`` (3000), ``vae_lr`` (0.01), ``loss_weights``
-([1, 0, 0]), ``sib_path`` (reencode | direct), ``decoder_chunk`` (items per decoder
+([1, 0, 0]), ``sib_path`` (auto | reencode | direct), ``decoder_chunk`` (items per decoder
 forward/backward; None = all) — declared once in :mod:`memtui.engine.analyses.memories`, with
 smaller defaults on the demo world (``spec.demo``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -43,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memtui.engine.analyses.memories import SIB_PATHS, Memories, MemoriesOptions
+from memtui.engine.analyses.memories import SIB_PATHS, Memories, MemoriesOptions, resolve_sib_path
 from memtui.engine.compute.inversion_items import InversionItems
 from memtui.engine.compute.memories_stats import average_figures, target_figures
 from memtui.engine.core.io import atomic_write_bytes
@@ -55,9 +69,11 @@ from memtui.engine.inversion.decoder import (DecoderInversionCancelled, DecoderI
 from memtui.engine.runs.loop import Progress, RunCancelled, run_locked
 from memtui.engine.runs.spec import RunSpec, SpecError
 
-CV_DEFINITION = ("cv = population std / mean of the pairwise Euclidean distances (pairs i<j) among a "
-                 "target's memory seeds z_T; cv_to_target = std / mean of the memories' Euclidean "
-                 "distances to the target's own seed; 'average.cv' = mean and std of cv over targets")
+CV_DEFINITION = ("cv = population std / mean of the Euclidean distances from each of a target's memory "
+                 "seeds to the target's own seed (the sphere's radii); cv_pairwise = population std / mean "
+                 "of the pairwise Euclidean distances (pairs i<j) among the memory seeds; a seed is all the "
+                 "method's seed parts flattened and concatenated (z_T for one-part methods); 'average.cv' "
+                 "and 'average.cv_pairwise' = mean and population std of each over targets")
 
 __all__ = ["run_memories", "SIBSettings", "memory_ids", "SIB_PATHS"]
 
@@ -66,7 +82,9 @@ __all__ = ["run_memories", "SIBSettings", "memory_ids", "SIB_PATHS"]
 class SIBSettings:
     """The SIB settings of a run: the ``memories`` declaration's options (demo defaults applied)
     with the rules filled in: ``num_targets`` = the option, else ``max_items``, else 5 (3 on the
-    demo world); ``stride`` = ``support_stride``, else ``num_supports``."""
+    demo world); ``stride`` = ``support_stride``, else ``num_supports``; ``sib_path`` ``auto``
+    resolved for ``spec.method`` (:func:`~memtui.engine.analyses.memories.resolve_sib_path`: direct
+    for NTI, reencode otherwise)."""
 
     options: MemoriesOptions
     num_targets: int
@@ -78,6 +96,7 @@ class SIBSettings:
         except ValueError as e:
             raise SpecError(f"invalid memories options: {e}") from None
         n = o.num_targets or spec.max_items or (3 if getattr(spec, "demo", False) else 5)
+        o = dataclasses.replace(o, sib_path=resolve_sib_path(o.sib_path, str(spec.method)))
         return cls(o, int(n))
 
     def __getattr__(self, name: str) -> Any:  # the declared options, read through
@@ -118,10 +137,11 @@ class _Plan:
 
 @dataclass
 class _TargetSeed:
-    """The target's own seed ``z_T [C, h, w]`` once known (memories measure their distance to it)."""
+    """The target's own seed once known, as a flat float64 vector of all its parts
+    (:meth:`InversionItems.seed_vector`; memories measure their distance to it)."""
 
     target_id: str
-    z_T: torch.Tensor | None = None
+    vector: torch.Tensor | None = None
 
 
 @dataclass
@@ -147,6 +167,10 @@ class _MemoriesRun(InversionItems):
 
     def plan(self) -> list[str]:
         self.opts = SIBSettings.from_spec(self.spec)
+        recorded = self._recorded_sib_path()
+        if recorded and (self.spec.options or {}).get("sib_path", "auto") == "auto":
+            # a run begun when sib_path had no "auto" (its default was reencode) resumes on its path
+            self.opts.options = dataclasses.replace(self.opts.options, sib_path=recorded)
         erased = read_dataset(self.spec.erased, "erased")
         reference = read_dataset(self.spec.reference, "reference")
         idx = self.opts.targets if self.opts.targets is not None else list(range(min(self.opts.num_targets, len(erased))))
@@ -163,6 +187,24 @@ class _MemoriesRun(InversionItems):
             m, c = memory_ids(erased[i].item_id, n)
             self.plans.append(_Plan(erased[i], sup, m, c))
         return [iid for p in self.plans for iid in p.ids]
+
+    def _recorded_sib_path(self) -> str | None:
+        """The SIB path this run directory's earlier sessions took (summary.json's options, else a
+        decoder checkpoint's metadata); None for a new run."""
+        opts = (self.rd.read_summary() or {}).get("options")
+        if isinstance(opts, dict) and opts.get("sib_path") in SIB_PATHS[1:]:
+            return str(opts["sib_path"])
+        from safetensors import safe_open
+
+        for path in sorted(self.rd.latents_dir.glob("*.decinv.safetensors")) if self.rd.latents_dir.is_dir() else ():
+            try:
+                with safe_open(str(path), "pt") as f:
+                    sib = json.loads((f.metadata() or {}).get("options", "{}")).get("sib_path")
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint tells nothing
+                continue
+            if sib in SIB_PATHS[1:]:
+                return str(sib)
+        return None
 
     # ------------------------------------------------------------------ work: one group per target
     def groups(self, done: set[str]) -> Iterator[list[_Job]]:
@@ -270,7 +312,7 @@ class _MemoriesRun(InversionItems):
                         dec: dict[str, torch.Tensor], done: set[str]) -> list[_Job]:
         t = p.target
         q8 = to_uint8(q)
-        seed = _TargetSeed(t.item_id, self.rd.read_latents(t.item_id)["z_T"] if t.item_id in done else None)
+        seed = _TargetSeed(t.item_id, self.read_seed(t.item_id) if t.item_id in done else None)
         jobs: list[_Job] = []
         if t.item_id not in done:
             jobs.append(_Job(t.item_id, "target", t.prompt, t.source, dec["z_target"][0], q8, None,
@@ -302,20 +344,22 @@ class _MemoriesRun(InversionItems):
         return res
 
     def write(self, job: _Job, res: dict[str, Any], i: int, seconds: float) -> dict[str, Any]:
-        z_t = res["z_T"][i]
+        tensors = {"z_0": res["z_0"][i], **self.seed_tensors(res, i), "z_vae": job.z_vae}
+        vec = self.seed_vector(tensors, [p for p in self.seed_parts if p in tensors] or ["z_T"])
         extra: dict[str, Any] = {"target_id": job.seed.target_id,
                                  "support_id": job.support.item_id if job.support else None,
                                  "psnr_decoder": job.psnr_decoder, "decoder_loss": job.decoder_loss,
                                  "decoded": f"images/{job.item_id}.decoded.png"}
         if job.set_name == "target":
-            job.seed.z_T = z_t
-        elif job.set_name == "memory" and job.seed.z_T is not None:
-            a_, b_ = z_t.double().flatten(), job.seed.z_T.double().flatten()
+            job.seed.vector = vec
+        elif job.set_name == "memory" and job.seed.vector is not None:
+            a_, b_ = vec, job.seed.vector
             extra["distance_to_target"] = float((a_ - b_).norm())
             extra["cosine_to_target"] = float(1 - (a_ @ b_) / (a_.norm() * b_.norm()))
+        seed_only = res.get("seed_only")
         return self.inverted_record(job.item_id, job.set_name, job.prompt, job.source, job.query, res["recon"][i],
-                                    {"z_0": res["z_0"][i], "z_T": z_t, "z_vae": job.z_vae},
-                                    {"decoded": job.decoded}, **extra)
+                                    tensors, {"decoded": job.decoded},
+                                    seed_only=None if seed_only is None else seed_only[i], **extra)
 
     def failed_record(self, job: _Job, message: str) -> dict[str, Any]:
         return self.error_record(job.item_id, job.set_name, job.prompt, job.source, message,
@@ -334,13 +378,13 @@ class _MemoriesRun(InversionItems):
         def seeds(recs: list[dict[str, Any]]) -> np.ndarray | None:
             if not recs:
                 return None
-            return np.stack([self.rd.read_latents(r["item_id"])["z_T"].double().numpy() for r in recs])
+            return np.stack([self.read_seed(r["item_id"]).numpy() for r in recs])
 
         for p in self.plans:
             ok = lambda ids: [results[i] for i in ids if results.get(i, {}).get("status") == "ok"]  # noqa: E731
             mem, ctl = ok(p.mem_ids), ok(p.ctl_ids)
             trec = results.get(p.target.item_id)
-            tseed = (self.rd.read_latents(p.target.item_id)["z_T"].double().numpy()
+            tseed = (self.read_seed(p.target.item_id).numpy()
                      if trec and trec.get("status") == "ok" else None)
             if not (mem or ctl or trec):
                 continue
@@ -354,7 +398,8 @@ class _MemoriesRun(InversionItems):
             all_ids["target"].append(p.target.item_id)
             all_ids["memory"] += p.mem_ids
             all_ids["control"] += p.ctl_ids
-        sets = {s: self.set_stats(results, ids, ("psnr", "psnr_decoder", "nll")) for s, ids in all_ids.items()}
+        sets = {s: self.set_stats(results, ids, ("psnr", "psnr_seed_only", "psnr_decoder", "nll"))
+                for s, ids in all_ids.items()}
         errors = [{"item_id": i, "set": s, "error": results[i].get("error")}
                   for s, ids in all_ids.items() for i in ids if i in results and results[i].get("status") != "ok"]
         return {"analysis": "memories", "method": self.spec.method, "steps": self.spec.steps,

@@ -135,7 +135,10 @@ def test_form_fields_are_the_declared_options() -> None:
 
 @pytest.mark.parametrize("name,summary,expected", [
     ("concept", {"sets": {"erased": {"psnr": {"mean": 26.814}}}, "relative_distance": 1.114}, "PSNR 26.81 dB  RD 1.11"),
-    ("memories", {"average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.2109}}}, "mem. PSNR 25.26 dB  CV 0.211"),
+    ("memories", {"average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.2109}, "cv_pairwise": {"mean": 0.35}}},
+     "mem. PSNR 25.26 dB  CV 0.211"),
+    ("memories", {"average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.35}}},  # before cv_pairwise: cv was pairwise
+     "mem. PSNR 25.26 dB  CV pairwise 0.350"),
     ("scramble", {"nll_increase": {"mean": 32.37}}, "NLL +32.4 scrambled"),
     ("generate", {"n_ok": 3, "n_items": 4}, "3/4 images"),
 ])

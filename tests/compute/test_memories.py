@@ -1,6 +1,7 @@
-"""The memories (SIB) analysis end to end on tiny models: record completeness, distances and CV
-against numpy on the saved latents, SIB wiring against separate decoder inversions, the direct path,
-errors, and resume after cancel."""
+"""The memories (SIB) analysis end to end on tiny models: record completeness, distances and CVs
+(``cv`` over the radii to the target's seed, ``cv_pairwise`` over the memories' pairs) against numpy
+on the saved latents, a two-part seed (EDICT's z_T, y_T) measured as one vector, SIB wiring against
+separate decoder inversions, the direct path, errors, and resume after cancel."""
 from __future__ import annotations
 
 import copy
@@ -68,15 +69,23 @@ def test_records_complete(full_run) -> None:
     assert recs[f"{t0}.mem01"]["prompt"] == recs[t0]["prompt"] == "a photo of a red circle"
 
 
-def test_summary_distances_and_cv_match_numpy(full_run) -> None:
-    out, summary = full_run
+def _seed(path: Path, parts) -> np.ndarray:
+    """A saved seed as one float64 vector: its parts flattened and concatenated in order."""
+    lat = load_file(path)
+    return np.concatenate([lat[p].astype(np.float64).ravel() for p in parts])
+
+
+def _check_figures_against_numpy(out: Path, parts, d: int) -> None:
+    """Every distance and CV of ``out``'s summary.json recomputed with numpy from the saved seeds."""
     recs = {r["item_id"]: r for r in _records(out)}
     on_disk = json.loads((out / "summary.json").read_text())
-    cvs = []
+    assert on_disk["d"] == d
+    cvs, cvs_pairwise = [], []
     for tid, figs in on_disk["targets"].items():
         mem_ids = [i for i, r in recs.items() if r["set"] == "memory" and r["target_id"] == tid and r["status"] == "ok"]
-        Z = np.stack([load_file(out / "latents" / f"{i}.safetensors")["z_T"].astype(np.float64).ravel() for i in mem_ids])
-        zt = load_file(out / "latents" / f"{tid}.safetensors")["z_T"].astype(np.float64).ravel()
+        Z = np.stack([_seed(out / "latents" / f"{i}.safetensors", parts) for i in mem_ids])
+        zt = _seed(out / "latents" / f"{tid}.safetensors", parts)
+        assert Z.shape[1] == zt.size == d
         pairs = [(a, b) for a in range(len(Z)) for b in range(a + 1, len(Z))]
         euc = np.array([np.linalg.norm(Z[a] - Z[b]) for a, b in pairs])
         cos = np.array([1 - Z[a] @ Z[b] / np.linalg.norm(Z[a]) / np.linalg.norm(Z[b]) for a, b in pairs])
@@ -87,21 +96,59 @@ def test_summary_distances_and_cv_match_numpy(full_run) -> None:
         assert m["pairwise_cosine"]["mean"] == pytest.approx(cos.mean(), rel=1e-9)
         assert m["to_target_euclidean"]["mean"] == pytest.approx(to_t.mean(), rel=1e-9)
         assert m["to_target_euclidean"]["std"] == pytest.approx(to_t.std(), rel=1e-6)
-        assert figs["cv"] == pytest.approx(euc.std() / euc.mean(), rel=1e-6, abs=1e-12)
-        assert m["cv_to_target"] == pytest.approx(to_t.std() / to_t.mean(), rel=1e-6)
-        for i, d in zip(mem_ids, to_t):
-            assert recs[i]["distance_to_target"] == pytest.approx(d, rel=1e-6)
+        # cv: the sphere's radii (distances to the target's own seed); cv_pairwise: the pairs i<j
+        assert figs["cv"] == figs["memories"]["cv"] == pytest.approx(to_t.std() / to_t.mean(), rel=1e-6)
+        assert figs["cv_pairwise"] == figs["memories"]["cv_pairwise"]
+        assert figs["cv_pairwise"] == pytest.approx(euc.std() / euc.mean(), rel=1e-6, abs=1e-12)
+        assert "cv_to_target" not in m
+        for i, dist in zip(mem_ids, to_t):
+            assert recs[i]["distance_to_target"] == pytest.approx(dist, rel=1e-6)
         nll = np.array([recs[i]["nll"] for i in mem_ids])
-        law_mean, law_std = 256 * (1 + np.log(2 * np.pi)) / 2, np.sqrt(128)
+        np.testing.assert_allclose(nll, 0.5 * (Z ** 2).sum(1) + 0.5 * d * np.log(2 * np.pi), rtol=1e-9)
+        law_mean, law_std = d * (1 + np.log(2 * np.pi)) / 2, np.sqrt(d / 2)
         assert figs["emd"]["memory_normal"] == pytest.approx((nll.mean() - law_mean) ** 2 + (nll.std() - law_std) ** 2)
-        cvs.append(euc.std() / euc.mean())
+        seed_only = [recs[i]["psnr_seed_only"] for i in mem_ids]
+        assert m["psnr_seed_only"]["mean"] == pytest.approx(np.mean(seed_only))
+        cvs.append(to_t.std() / to_t.mean())
+        cvs_pairwise.append(euc.std() / euc.mean())
     avg = on_disk["average"]
-    assert avg["n_targets"] == 2
     assert avg["cv"]["mean"] == pytest.approx(np.mean(cvs), rel=1e-6)
     assert avg["cv"]["std"] == pytest.approx(np.std(cvs), rel=1e-5, abs=1e-12)
-    all_psnr = [r["psnr"] for r in recs.values() if r["set"] == "memory" and r["status"] == "ok"]
-    assert avg["memory_psnr"]["mean"] == pytest.approx(np.mean(all_psnr))
-    assert on_disk["sets"]["memory"]["n_ok"] == 5 and on_disk["d"] == 256
+    assert avg["cv_pairwise"]["mean"] == pytest.approx(np.mean(cvs_pairwise), rel=1e-6)
+    assert avg["cv_pairwise"]["std"] == pytest.approx(np.std(cvs_pairwise), rel=1e-5, abs=1e-12)
+    mems = [r for r in recs.values() if r["set"] == "memory" and r["status"] == "ok"]
+    assert avg["memory_psnr"]["mean"] == pytest.approx(np.mean([r["psnr"] for r in mems]))
+    assert avg["memory_psnr_seed_only"]["mean"] == pytest.approx(np.mean([r["psnr_seed_only"] for r in mems]))
+    assert on_disk["cv_definition"].startswith("cv = population std / mean of the Euclidean distances from each")
+
+
+def test_summary_distances_and_cv_match_numpy(full_run) -> None:
+    out, summary = full_run
+    _check_figures_against_numpy(out, ["z_T"], 256)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["average"]["n_targets"] == 2 and on_disk["sets"]["memory"]["n_ok"] == 5
+    recs = _records(out)
+    # DDIM reconstructs from z_T alone: the seed-only PSNR is the PSNR, no extra image
+    assert all(r["psnr_seed_only"] == r["psnr"] for r in recs if r["status"] == "ok")
+    assert not list((out / "images").glob("*.seed_only.png"))
+
+
+def test_two_part_seeds_are_measured_as_one_vector(mem_spec_dict, tmp_path) -> None:
+    """EDICT's seed is (z_T, y_T): both are saved, and every distance, CV and NLL is of the joint
+    vector; the seed-only reconstruction (plain DDIM from z_T) is its own image and PSNR."""
+    out = tmp_path / "edict"
+    s = run(_spec(mem_spec_dict, method="edict", options={"num_targets": 1, "num_supports": 3, "vae_steps": 3}), out)
+    assert s["status"] == "finished" and s["sets"]["memory"]["n_ok"] == 3
+    for r in _records(out):
+        lat = load_file(out / r["latents"])
+        assert {"z_T", "y_T", "z_0", "z_vae"} <= set(lat) and r["seed_dim"] == 512
+        assert (out / r["seed_only"]).is_file() and isinstance(r["psnr_seed_only"], float)
+    _check_figures_against_numpy(out, ["z_T", "y_T"], 512)
+    # the joint distance is not z_T's alone
+    recs = {r["item_id"]: r for r in _records(out)}
+    zt = load_file(out / "latents" / "erased-img0.safetensors")["z_T"].astype(np.float64)
+    zm = load_file(out / "latents" / "erased-img0.mem00.safetensors")["z_T"].astype(np.float64)
+    assert recs["erased-img0.mem00"]["distance_to_target"] > np.linalg.norm(zm - zt) * (1 + 1e-6)
 
 
 def test_sib_wiring_matches_separate_decoder_inversions(full_run, tiny_pipe) -> None:

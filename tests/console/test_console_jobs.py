@@ -76,7 +76,7 @@ def test_read_run_from_runstore_files(tmp_path):
     ("concept", {"sets": {"erased": {"psnr": {"mean": 26.814}}}, "relative_distance": 1.114},
      "PSNR 26.81 dB  RD 1.11"),
     ("memories", {"sets": {"target": {"psnr": {"mean": 27.5}}},
-                  "average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.2109}}},
+                  "average": {"memory_psnr": {"mean": 25.258}, "cv": {"mean": 0.2109}, "cv_pairwise": {"mean": 0.35}}},
      "mem. PSNR 25.26 dB  CV 0.211"),
     ("scramble", {"sets": {"target": {"psnr": {"mean": 27.8}}}, "nll_increase": {"mean": 32.37}},
      "NLL +32.4 scrambled"),
