@@ -3,16 +3,30 @@
 Input: a prompt CSV in the official format — ``case_number, prompt, evaluation_seed`` (or
 ``sd_seed``), optional ``evaluation_guidance`` (or ``sd_guidance_scale``; empty = the default 7.5)
 and optional size columns ``sd_image_height``/``sd_image_width`` (or ``height``/``width``).
-Output, in the run directory itself: ``imgs/<case>_<k>.png`` for k = 0..K−1 (seed + k) and a copy of
-the CSV as ``prompts.csv`` — the official layout, readable as an erased set — next to the run files
+Output, in the run directory itself: ``imgs/<case>_<k>.png`` for k = 0..K−1 and a copy of the CSV
+as ``prompts.csv`` — the official layout, readable as an erased set — next to the run files
 (``spec.json``, ``events.jsonl``, ``results.jsonl``, ``summary.json``).
 
 Spec fields used: ``base``, ``ablated`` (optional UNet/checkpoint: images of the *erased* model),
 ``batch_size``, ``precision``, ``device``, ``image_size`` (overrides every row's size). ``options``:
 ``prompts`` (the CSV, required), ``sampler`` (default ``lms``), ``steps`` (default 25 — not the
 spec's ``steps``, which is the inversion's), ``guidance`` (default for rows without one, 7.5),
-``images_per_prompt`` (K, default 1), ``size`` (same as ``image_size``), ``detectors``.
+``guidance_source`` (``row`` | ``official``, see :func:`read_prompt_csv`), ``images_per_prompt``
+(K, default 1), ``size`` (same as ``image_size``), ``detectors``.
 A bad row becomes an item with ``status: "error"`` (id ``row<line>``); the other rows go on.
+
+Initial noise as the official ``src/generate_dataset.py`` draws it (:func:`row_initial_noise`): per
+row ``torch.manual_seed(seed)`` and one CPU ``torch.randn((K, C, h, w))``; image ``k`` starts from
+slice ``k``. K = 1 is the single draw memtui always made; for K > 1 the slices equal K consecutive
+draws only when ``C·h·w`` is a multiple of 16 (torch's CPU normal sampler works in blocks of 16;
+true of every SD size, e.g. 4·64·64), so the batched draw itself is what is reproduced. Each image
+is computed on its own (any batch, any resume order gives the same image). Samplers that draw noise in
+their steps (``euler_a``, ``euler``; no official counterpart) continue, for image ``k``, the row's
+generator after that initial draw, ``k·T`` image-sized draws further on (T = the sampler's steps),
+so the K images of a row never share step noise; with K = 1 this is the generator's plain
+continuation, as before. Records carry ``noise_draw: "row"``; an ``ok`` record without it (a run
+begun when image ``k`` used the seed ``seed + k``) of a row with K > 1 is generated again on resume
+rather than mixed with the new draws.
 """
 from __future__ import annotations
 
@@ -22,25 +36,31 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memtui.engine.analyses.generate import Generate
+from memtui.engine.analyses.generate import GUIDANCE_SOURCES, NOISE_DRAW, Generate
 from memtui.engine.core.io import atomic_write_bytes
 from memtui.engine.data.datasets import read_csv_table
 from memtui.engine.diffusion.samplers import DEFAULT_GUIDANCE
 from memtui.engine.runs.loop import ItemLoop, Progress, run_locked
 from memtui.engine.runs.spec import SpecError
 
+if TYPE_CHECKING:  # torch is imported when sampling runs (spec validation imports this module cheaply)
+    import numpy as np
+    import torch
+
 SEED_COLUMNS = ("evaluation_seed", "sd_seed")
 GUIDANCE_COLUMNS = ("evaluation_guidance", "sd_guidance_scale")
 SIZE_COLUMNS = (("sd_image_height", "sd_image_width"), ("height", "width"))
 
-__all__ = ["PromptRow", "read_prompt_csv", "run_generate", "generation_settings"]
+__all__ = ["PromptRow", "read_prompt_csv", "run_generate", "generation_settings", "row_initial_noise",
+           "step_generators", "sample_images"]
 
 
 @dataclass
 class PromptRow:
-    """One valid CSV row: ``line`` (1-based, header = 1), size in pixels (None = default)."""
+    """One valid CSV row: ``line`` (1-based, header = 1), size in pixels (None = default);
+    ``guidance_from``: the column the guidance was read from, or ``"option"`` (the default)."""
 
     line: int
     case: int
@@ -49,6 +69,7 @@ class PromptRow:
     guidance: float
     height: int | None = None
     width: int | None = None
+    guidance_from: str = "option"
 
 
 def _first(row: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, str]:
@@ -66,13 +87,25 @@ def _int(text: str) -> int:
     return int(f)
 
 
-def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFAULT_GUIDANCE
-                    ) -> tuple[list[PromptRow], list[tuple[int, str]]]:
+def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFAULT_GUIDANCE,
+                    guidance_source: str = "row") -> tuple[list[PromptRow], list[tuple[int, str]]]:
     """Valid rows and ``(line, message)`` for each bad row (``line``: where the record starts, as
     :func:`~memtui.engine.data.datasets.read_csv_table` counts). ValueError (a DatasetError) if the
-    file cannot be read or parsed, or lacks the ``case_number``/``prompt``/seed columns."""
+    file cannot be read or parsed, or lacks the ``case_number``/``prompt``/seed columns, or
+    ``guidance_source`` is not one of :data:`GUIDANCE_SOURCES`.
+
+    Guidance of a row, by ``guidance_source``: ``"row"`` — its ``evaluation_guidance``, else its
+    ``sd_guidance_scale``, else ``default_guidance``; ``"official"`` — as the official
+    ``generate_dataset.py`` (``row.sd_guidance_scale if hasattr(row, "sd_guidance_scale") else
+    guidance_scale``): the ``sd_guidance_scale`` cell when the CSV has that column, else
+    ``default_guidance``; ``evaluation_guidance`` is never read (the official nudity CSV has no
+    ``sd_guidance_scale``, so every row gets 7.5). An empty ``sd_guidance_scale`` cell gets
+    ``default_guidance`` (the official script would pass NaN on)."""
+    if guidance_source not in GUIDANCE_SOURCES:
+        raise ValueError(f"guidance_source must be one of {', '.join(GUIDANCE_SOURCES)}, got {guidance_source!r}")
     p = Path(path)
     header, records = read_csv_table(p)  # parsed as written: quoted newlines kept, no size cap
+    guidance_columns = GUIDANCE_COLUMNS if guidance_source == "row" else ("sd_guidance_scale",)
     missing = [c for c in ("case_number", "prompt") if c not in header]
     if not any(c in header for c in SEED_COLUMNS):
         missing.append(" or ".join(SEED_COLUMNS))
@@ -105,7 +138,7 @@ def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFA
         except ValueError:
             bad.append((line, f"{where}: {col or SEED_COLUMNS[0]} {seed_txt!r} is not a seed (integer 0..2^63-1)"))
             continue
-        col, g_txt = _first(row, GUIDANCE_COLUMNS)
+        col, g_txt = _first(row, guidance_columns)
         try:
             guidance = float(g_txt) if g_txt else float(default_guidance)
             if not math.isfinite(guidance) or guidance < 0:
@@ -129,16 +162,120 @@ def read_prompt_csv(path: str | os.PathLike[str], default_guidance: float = DEFA
             bad.append((line, size_err))
             continue
         seen[case] = line
-        rows.append(PromptRow(line, case, prompt, seed, guidance, height, width))
+        rows.append(PromptRow(line, case, prompt, seed, guidance, height, width, col or "option"))
     return rows, bad
 
 
 def generation_settings(spec: Any) -> dict[str, Any]:
-    """Sampler, steps, default guidance, K, size override and prompt file of a generate spec: the
-    ``generate`` declaration's options (``size`` falls back to ``spec.image_size``)."""
+    """Sampler, steps, default guidance and its source, K, size override and prompt file of a
+    generate spec: the ``generate`` declaration's options (``size`` falls back to ``spec.image_size``)."""
     o = Generate.options(spec)
-    return {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "images_per_prompt": o.images_per_prompt,
+    return {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "guidance_source": o.guidance_source,
+            "images_per_prompt": o.images_per_prompt,
             "size": o.size if o.size is not None else spec.image_size, "prompts": o.prompts}
+
+
+def row_initial_noise(seed: int, images_per_prompt: int, shape: Sequence[int]) -> "torch.Tensor":
+    """The unscaled initial latents of one row's K images, float32 ``[K, *shape]`` on the CPU, as the
+    official ``generate_dataset.py`` draws them: ``generator = torch.manual_seed(seed)`` then
+    ``torch.randn((K, C, h, w), generator=generator)``; image ``k`` starts from slice ``k``. Drawn from
+    a private ``torch.Generator("cpu").manual_seed(seed)`` (the same Mersenne-Twister stream as the
+    global generator ``torch.manual_seed`` seeds), so the global RNG is left alone."""
+    return _row_draw(seed, images_per_prompt, shape)[0]
+
+
+def _row_draw(seed: int, images_per_prompt: int, shape: Sequence[int]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(the row's initial latents ``[K, *shape]``, its generator's state after that draw)."""
+    import torch
+
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    noise = torch.randn((int(images_per_prompt), *(int(d) for d in shape)), generator=g, dtype=torch.float32)
+    return noise, g.get_state()
+
+
+def step_generators(state: "torch.Tensor", ks: Sequence[int], draws: int, shape: Sequence[int]
+                    ) -> list["torch.Generator"]:
+    """One CPU generator per image ``k`` of a row for the noise a sampler draws in its steps:
+    the row's generator (``state``: after the initial draw) advanced by ``k·draws`` draws of one
+    image's ``shape``, so image k's step noise follows image k−1's ``draws`` steps without overlap;
+    ``k = 0`` is the row's generator itself (K = 1: exactly the continuation used before)."""
+    import torch
+
+    out = []
+    for k in ks:
+        g = torch.Generator("cpu")
+        g.set_state(state)
+        for _ in range(int(k) * int(draws)):
+            torch.randn(tuple(int(d) for d in shape), generator=g, dtype=torch.float32)
+        out.append(g)
+    return out
+
+
+def sample_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Sequence[int], images_per_prompt: int,
+                  guidance: Sequence[float], sampler: str = "lms", steps: int = 25, height: int | None = None,
+                  width: int | None = None) -> "np.ndarray":
+    """Image ``ks[i]`` of the row with prompt ``prompts[i]`` and seed ``seeds[i]`` (K =
+    ``images_per_prompt`` images per row) -> uint8 ``[B, H, W, 3]``. K = 1 is
+    :func:`memtui.engine.diffusion.samplers.sample` itself (its per-row generator draws exactly
+    :func:`row_initial_noise`); K > 1 runs the same loop (:func:`_sample_rows`: scaled by
+    ``init_noise_sigma``, classifier-free guidance against the empty prompt, per-row guidance) from
+    slice ``k`` of the row's official ``[K, C, h, w]`` draw, with step noise (stochastic samplers)
+    from :func:`step_generators`."""
+    n = len(prompts)
+    if not n or len(seeds) != n or len(ks) != n or len(guidance) != n:
+        raise ValueError(f"sample_images needs one seed, k and guidance per prompt ({n} prompts, {len(seeds)} "
+                         f"seeds, {len(ks)} ks, {len(guidance)} guidance scales)")
+    if any(not 0 <= int(k) < int(images_per_prompt) for k in ks):
+        raise ValueError(f"every k must be in 0..{int(images_per_prompt) - 1}, got {list(ks)}")
+    if int(images_per_prompt) == 1:
+        from memtui.engine.diffusion.samplers import sample
+
+        return sample(pipe, prompts, seeds, list(guidance), sampler=sampler, steps=steps, height=height, width=width)
+    return _sample_rows(pipe, prompts, seeds, ks, images_per_prompt, guidance, sampler, steps, height, width)
+
+
+def _sample_rows(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Sequence[int], images_per_prompt: int,
+                 guidance: Sequence[float], sampler: str, steps: int, height: int | None,
+                 width: int | None) -> "np.ndarray":
+    """The sampling loop of ``samplers.sample`` started from the official row draws (any K; with
+    K = 1 it gives ``sample``'s very images, which the tests check)."""
+    import inspect
+
+    import torch
+
+    from memtui.engine.core.tensors import to_uint8
+    from memtui.engine.diffusion.guidance import guided_eps
+    from memtui.engine.diffusion.samplers import make_sampler
+
+    n = len(prompts)
+    kk = int(images_per_prompt)
+    height, width = int(height or pipe.image_size), int(width or pipe.image_size)
+    f = pipe.vae_scale
+    if height % f or width % f:
+        raise ValueError(f"image size {width}x{height} must be a multiple of {f}")
+    shape = (pipe.latent_channels, height // f, width // f)
+    scheduler = make_sampler(sampler, pipe.scheduler_config)
+    scheduler.set_timesteps(steps)
+    ancestral = "generator" in inspect.signature(scheduler.step).parameters
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    noise, gens = [], []
+    for seed, k in zip(seeds, ks):
+        if int(seed) not in rows:  # one draw per row, whichever of its images this batch holds
+            rows[int(seed)] = _row_draw(int(seed), kk, shape)
+        block, state = rows[int(seed)]
+        noise.append(block[int(k)])
+        if ancestral:
+            gens += step_generators(state, [int(k)], len(scheduler.timesteps), shape)
+    with torch.no_grad():
+        latents = torch.stack(noise).to(pipe.device) * scheduler.init_noise_sigma
+        uncond, cond = pipe.encode_prompts([""] * n + list(prompts)).split(n)
+        gscale = torch.tensor([float(g) for g in guidance], dtype=torch.float32, device=pipe.device).view(n, 1, 1, 1)
+        for t in scheduler.timesteps:
+            zin = scheduler.scale_model_input(latents, t)
+            eps = guided_eps(pipe, zin, t, cond, gscale, uncond)
+            kw: dict[str, Any] = {"generator": gens} if ancestral else {}
+            latents = scheduler.step(eps, t, latents, **kw).prev_sample.float()
+        return to_uint8(pipe.decode_latents(latents))
 
 
 def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None, cancel: Any = None) -> dict[str, Any]:
@@ -154,7 +291,8 @@ def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None, canc
 
 @dataclass
 class _Job:
-    """One image to generate: row, sample index k (seed + k), output size in pixels (0 = native)."""
+    """One image to generate: row, sample index k (slice k of the row's initial noise), output size
+    in pixels (0 = native)."""
 
     row: PromptRow
     k: int
@@ -175,13 +313,15 @@ class _GenerateRun(ItemLoop):
         super().__init__(*args, **kwargs)
         self.settings = generation_settings(self.spec)
         self.pipe: Any = None
+        self.redraw = 0
 
     def _image_path(self, item_id: str) -> Path:
         return self.rd.path / "imgs" / f"{item_id}.png"
 
     def plan(self) -> list[str]:
         self.src = Path(os.path.expanduser(str(self.settings["prompts"])))
-        rows, self.bad = read_prompt_csv(self.src, float(self.settings["guidance"]))
+        rows, self.bad = read_prompt_csv(self.src, float(self.settings["guidance"]),
+                                         str(self.settings["guidance_source"]))
         atomic_write_bytes(self.rd.path / "prompts.csv", self.src.read_bytes())
         size = self.settings["size"]
         self.jobs = [_Job(r, k, int(size or r.height or 0), int(size or r.width or 0))
@@ -189,9 +329,24 @@ class _GenerateRun(ItemLoop):
         return [j.item_id for j in self.jobs] + [f"row{line}" for line, _ in self.bad]
 
     def done_ids(self) -> set[str]:
-        """Generated images with an ``ok`` record whose PNG is on disk."""
+        """Generated images with an ``ok`` record whose PNG is on disk and whose noise is this
+        code's (:data:`NOISE_DRAW`). With K > 1 an ``ok`` record without ``noise_draw`` was drawn
+        from the seed ``seed + k`` (releases before the official draw order): it is generated again
+        (a ``progress`` event ``stage="redraw"`` counts them), never mixed with the new draws. With
+        K = 1 both draws are the same numbers: such records stay done."""
         ok = self.rd.done_ids()
-        return {j.item_id for j in self.jobs if j.item_id in ok and self._image_path(j.item_id).is_file()}
+        results = self.rd.read_results()
+        multi = int(self.settings["images_per_prompt"]) > 1
+        done, redraw = set(), 0
+        for j in self.jobs:
+            if j.item_id not in ok or not self._image_path(j.item_id).is_file():
+                continue
+            if multi and results.get(j.item_id, {}).get("noise_draw") != NOISE_DRAW:
+                redraw += 1
+                continue
+            done.add(j.item_id)
+        self.redraw = redraw  # logged once the run has started (groups)
+        return done
 
     def _load(self) -> None:
         from memtui.engine.runs.lifecycle import load_pipeline
@@ -210,12 +365,17 @@ class _GenerateRun(ItemLoop):
         r = job.row
         return {"item_id": job.item_id, "set": "generated", "prompt": r.prompt,
                 "source": f"{self.settings['prompts']}:{r.line}", "case_number": r.case, "k": job.k,
-                "seed": r.seed + job.k, "guidance": r.guidance, "height": job.height, "width": job.width,
+                "seed": r.seed, "guidance": r.guidance, "guidance_from": r.guidance_from, "noise_draw": NOISE_DRAW,
+                "height": job.height, "width": job.width,
                 "sampler": self.settings["sampler"], "steps": self.settings["steps"], "status": status,
                 "error": error, "image": f"imgs/{job.item_id}.png" if status == "ok" else None,
                 "seconds": round(seconds, 4)}
 
     def groups(self, done: set[str]) -> Iterator[list[_Job]]:
+        if self.redraw:
+            self.rd.event("progress", stage="redraw", n=self.redraw,
+                          reason="images of an earlier release (seed + k per image) are drawn again in the "
+                                 "official order (one randn of [K, C, h, w] per row)")
         for line, msg in self.bad:
             self.emit({"item_id": f"row{line}", "set": "generated", "prompt": None, "source": f"{self.src}:{line}",
                        "status": "error", "error": msg, "image": None, "seconds": 0.0})
@@ -236,11 +396,10 @@ class _GenerateRun(ItemLoop):
         yield from groups.values()
 
     def compute(self, jobs: Sequence[_Job]) -> Any:
-        from memtui.engine.diffusion.samplers import sample
-
-        return sample(self.pipe, [j.row.prompt for j in jobs], [j.row.seed + j.k for j in jobs],
-                      [j.row.guidance for j in jobs], sampler=self.settings["sampler"],
-                      steps=self.settings["steps"], height=jobs[0].height, width=jobs[0].width)
+        return sample_images(self.pipe, [j.row.prompt for j in jobs], [j.row.seed for j in jobs], [j.k for j in jobs],
+                             int(self.settings["images_per_prompt"]), [j.row.guidance for j in jobs],
+                             sampler=self.settings["sampler"], steps=self.settings["steps"], height=jobs[0].height,
+                             width=jobs[0].width)
 
     def write(self, job: _Job, images: Any, j: int, seconds: float) -> dict[str, Any]:
         from memtui.engine.data.images import save_png
@@ -252,10 +411,12 @@ class _GenerateRun(ItemLoop):
         return self._record(job, "error", message)
 
     def is_complete(self, cancelled: bool) -> bool:
-        """Every image generated (``ok``) and no bad row."""
+        """Every image generated (``ok``, with this code's noise when K > 1) and no bad row."""
         results = self.rd.read_results()
+        multi = int(self.settings["images_per_prompt"]) > 1
         return (not cancelled and not self.bad
-                and all(results.get(j.item_id, {}).get("status") == "ok" for j in self.jobs))
+                and all(results.get(j.item_id, {}).get("status") == "ok"
+                        and (not multi or results[j.item_id].get("noise_draw") == NOISE_DRAW) for j in self.jobs))
 
     def summarize(self) -> dict[str, Any]:
         results = self.rd.read_results()
@@ -269,6 +430,7 @@ class _GenerateRun(ItemLoop):
                 "sets": {"generated": {"n_items": len(ids), "n_ok": len(ok), "n_errors": len(errors)}},
                 "sampler": self.settings["sampler"], "steps": self.settings["steps"],
                 "images_per_prompt": self.settings["images_per_prompt"], "default_guidance": self.settings["guidance"],
+                "guidance_source": self.settings["guidance_source"], "noise_draw": NOISE_DRAW,
                 "size": self.settings["size"], "device": self.device, "precision": self.spec.precision,
                 "layout": "official: imgs/<case>_<k>.png + prompts.csv",
                 "timing": {"item_seconds_total": sum(float(r.get("seconds") or 0) for r in ok)}}

@@ -106,7 +106,7 @@ def test_bad_rows_become_error_items_and_k_images(tiny_pipe_dir, tmp_path) -> No
     s = run(generate_spec(tiny_pipe_dir, csv, images_per_prompt=2), tmp_path / "out")
     assert s["n_ok"] == 2 and s["n_errors"] == 5 and not s["complete"]
     a, b = (_png(tmp_path / "out" / "imgs" / f"0_{k}.png") for k in range(2))
-    assert a.shape == (16, 16, 3) and not np.array_equal(a, b)  # k = 1 uses seed + 1
+    assert a.shape == (16, 16, 3) and not np.array_equal(a, b)  # k = 1: the 2nd slice of the row's draw
     with pytest.raises(ValueError, match="lacks the column"):
         read_prompt_csv(tmp_path.joinpath("h.csv").write_text("case_number,prompt\n0,a\n") and tmp_path / "h.csv")
 
