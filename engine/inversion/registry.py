@@ -12,7 +12,7 @@ from memtui.engine.inversion.base import InversionMethod
 
 __all__ = ["register", "method_names", "get_method", "options_class", "DEFAULT_METHOD", "ORDER", "METHODS"]
 
-ORDER = ("ddim", "renoise", "nti")  # the shipped methods, in display order; others follow by name
+ORDER = ("ddim", "renoise", "nti", "edict", "bdia", "fpi")  # the shipped methods, in display order; others follow by name
 DEFAULT_METHOD = "renoise"           # the official code's default
 METHODS: Registry[InversionMethod] = Registry(
     "inversion method", "memtui.engine.inversion.methods", ORDER,
@@ -21,7 +21,7 @@ register = METHODS.register
 
 
 def method_names() -> tuple[str, ...]:
-    """Names of every registered method: ``ddim``, ``renoise``, ``nti``, then others by name."""
+    """Names of every registered method in :data:`ORDER`, then others by name."""
     return METHODS.names()
 
 
