@@ -23,9 +23,7 @@ from memtui.engine.inversion.registry import get_method
 from memtui.engine.runs.lifecycle import load_run_model
 from memtui.engine.runs.loop import ItemLoop
 
-__all__ = ["InversionItems", "EXTRA_BATCH_DIM", "method_seed"]
-
-EXTRA_BATCH_DIM = {"null_embs": 1, "nti_losses": 1}  # InversionOutput.extras laid out [n, B, ...]
+__all__ = ["InversionItems", "method_seed"]
 
 
 def method_seed(method: str) -> dict[str, Any] | None:
@@ -81,7 +79,7 @@ class InversionItems(ItemLoop):
         out = fn(self.pipe, x, list(prompts), self.config)
         extras: dict[str, torch.Tensor] = {}
         for k, v in (out.extras or {}).items() if keep_extras else ():
-            dim = EXTRA_BATCH_DIM.get(k, 0)
+            dim = get_method(self.spec.method).extras_batch_dim.get(k, 0)
             if isinstance(v, torch.Tensor) and v.ndim > dim and v.shape[dim] == x.shape[0] and k not in ("z_0", "z_T"):
                 extras[k] = v.detach().float().cpu().movedim(dim, 0)
         shared = out.images_seed_only is None or out.images_seed_only is out.images_hat

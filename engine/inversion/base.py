@@ -82,6 +82,8 @@ class InversionMethod:
     # In words: what the seed is, and what the method's own reconstruction uses besides it
     # (``spec.json`` / ``summary.json`` say it; empty: "z_T alone").
     seed_note: ClassVar[str] = ""
+    # Dimension of the batch in each of the method's ``extras`` laid out ``[n, B, ...]`` (others: 0).
+    extras_batch_dim: ClassVar[dict[str, int]] = {}
 
     def phases(self, steps: int, options: Any) -> tuple[int, ...]:
         """Diffusion steps counted by each progress phase of one call, the reconstruction last

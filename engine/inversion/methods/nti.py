@@ -49,6 +49,8 @@ class NTIInversion(InversionMethod):
     seed_note = ("z_T, the DDIM-inverted latent; the reconstruction also uses one optimised null-text "
                  "embedding per step (paper mode) or stops at t = 1 (official mode)")
 
+    extras_batch_dim = {"null_embs": 1, "nti_losses": 1}  # [n, B, L, D] and [n, B]
+
     @classmethod
     def seed_only_separate(cls, options: Any) -> bool:
         """The reconstruction uses the null embeddings (paper) or stops at t = 1 (official)."""
