@@ -237,17 +237,14 @@ def sample_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: S
 def _sample_rows(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Sequence[int], images_per_prompt: int,
                  guidance: Sequence[float], sampler: str, steps: int, height: int | None,
                  width: int | None) -> "np.ndarray":
-    """The sampling loop of ``samplers.sample`` started from the official row draws (any K; with
-    K = 1 it gives ``sample``'s very images, which the tests check)."""
+    """``samplers.sample`` started from the official row draws (any K; with K = 1 it gives
+    ``sample``'s very images, which the tests check)."""
     import inspect
 
     import torch
 
-    from memtui.engine.core.tensors import to_uint8
-    from memtui.engine.diffusion.guidance import guided_eps
-    from memtui.engine.diffusion.samplers import make_sampler
+    from memtui.engine.diffusion.samplers import make_sampler, sample
 
-    n = len(prompts)
     kk = int(images_per_prompt)
     height, width = int(height or pipe.image_size), int(width or pipe.image_size)
     f = pipe.vae_scale
@@ -266,16 +263,8 @@ def _sample_rows(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Se
         noise.append(block[int(k)])
         if ancestral:
             gens += step_generators(state, [int(k)], len(scheduler.timesteps), shape)
-    with torch.no_grad():
-        latents = torch.stack(noise).to(pipe.device) * scheduler.init_noise_sigma
-        uncond, cond = pipe.encode_prompts([""] * n + list(prompts)).split(n)
-        gscale = torch.tensor([float(g) for g in guidance], dtype=torch.float32, device=pipe.device).view(n, 1, 1, 1)
-        for t in scheduler.timesteps:
-            zin = scheduler.scale_model_input(latents, t)
-            eps = guided_eps(pipe, zin, t, cond, gscale, uncond)
-            kw: dict[str, Any] = {"generator": gens} if ancestral else {}
-            latents = scheduler.step(eps, t, latents, **kw).prev_sample.float()
-        return to_uint8(pipe.decode_latents(latents))
+    return sample(pipe, prompts, seeds, [float(g) for g in guidance], sampler=sampler, steps=steps, height=height,
+                  width=width, noise=torch.stack(noise), generators=gens if ancestral else None)
 
 
 def run_generate(spec: Any, run_dir: Any, progress: Progress | None = None, cancel: Any = None) -> dict[str, Any]:

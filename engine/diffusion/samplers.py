@@ -60,22 +60,29 @@ def make_sampler(name: str, scheduler_config: dict[str, Any] | None = None) -> A
 def sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int],
            guidance: float | Sequence[float] = DEFAULT_GUIDANCE, sampler: str = DEFAULT_SAMPLER,
            steps: int = DEFAULT_STEPS, height: int | None = None, width: int | None = None,
-           negative_prompt: str = "") -> "np.ndarray":
+           negative_prompt: str = "", noise: Any = None, generators: Sequence[Any] | None = None) -> "np.ndarray":
     """Generate one image per row -> uint8 ``[B, H, W, 3]``.
 
     ``prompts``/``seeds`` (and ``guidance`` if a sequence) have one entry per row; ``height`` and
     ``width`` default to the model's native size and must be multiples of the VAE scale. Guidance
     ``g`` mixes ``eps_u + g (eps_c − eps_u)``; ``g <= 1`` is still computed with both branches
     (as the official code does), so results do not depend on the value's range.
+
+    Initial noise: by default each row's CPU generator seeded ``seeds[i]`` draws it, then goes on
+    drawing the step noise of ancestral samplers. ``noise`` (unscaled ``[B, C, h, w]``) replaces
+    the initial draw and ``generators`` (one per row) the step-noise generators (the dataset
+    generation's official draw order for several images per row).
     """
     import torch
 
     with torch.no_grad():
-        return _sample(pipe, prompts, seeds, guidance, sampler, steps, height, width, negative_prompt)
+        return _sample(pipe, prompts, seeds, guidance, sampler, steps, height, width, negative_prompt,
+                       noise, generators)
 
 
 def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], guidance: float | Sequence[float],
-            sampler: str, steps: int, height: int | None, width: int | None, negative_prompt: str) -> "np.ndarray":
+            sampler: str, steps: int, height: int | None, width: int | None, negative_prompt: str,
+            noise: Any = None, generators: Sequence[Any] | None = None) -> "np.ndarray":
     import numpy as np
     import torch
 
@@ -99,8 +106,15 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
         raise ValueError(f"image size {width}x{height} must be a multiple of {f}")
     scheduler = make_sampler(sampler, pipe.scheduler_config)
     scheduler.set_timesteps(steps)
-    gens = item_generators(seeds)  # one per row: the initial noise, then the ancestral samplers' draws
-    latents = noise_from_generators(gens, (pipe.latent_channels, height // f, width // f))
+    shape = (pipe.latent_channels, height // f, width // f)
+    if noise is None:
+        gens = item_generators(seeds)  # one per row: the initial noise, then the ancestral samplers' draws
+        latents = noise_from_generators(gens, shape)
+    else:
+        if tuple(noise.shape) != (n, *shape):
+            raise ValueError(f"noise must be {[n, *shape]}, got {list(noise.shape)}")
+        gens = list(generators) if generators is not None else item_generators(seeds)
+        latents = noise.float()
     latents = latents.to(pipe.device) * scheduler.init_noise_sigma
     ancestral = "generator" in inspect.signature(scheduler.step).parameters
 

@@ -64,9 +64,14 @@ class RunData:
         return list(dict.fromkeys(str(r.get("set")) for r in self.records if r.get("set") is not None))
 
     def seed_dim(self) -> int | None:
-        if isinstance(self.summary.get("d"), int):
-            return int(self.summary["d"])
+        """Values per seed, all parts together: the view's (summary, latents headers), else a record's
+        ``seed_dim`` or ``z_shape``."""
+        d = self.view.seed_dim()
+        if d:
+            return d
         for r in self.records:
+            if isinstance(r.get("seed_dim"), int):
+                return int(r["seed_dim"])
             if r.get("z_shape"):
                 return int(np.prod(r["z_shape"]))
         return None

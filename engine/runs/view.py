@@ -128,19 +128,24 @@ class RunView:
         return float(v)
 
     def seed_dim(self) -> int | None:
-        """Values per seed ``z_T``: ``summary.d`` (or ``normal.d``), else the shape in the header of the
-        first latents file (safetensors header JSON; no torch needed)."""
+        """Values per seed, all the method's seed parts together (EDICT: ``z_T`` + ``y_T``):
+        ``summary.d`` (or ``normal.d``), else the shapes in the header of the first latents file
+        (safetensors header JSON; no torch needed) of the parts named by ``method_seed`` in
+        spec.json or summary.json (default ``z_T``)."""
         for v in (self.summary.get("d"), (self.summary.get("normal") or {}).get("d")):
             if isinstance(v, int) and not isinstance(v, bool) and v > 0:
                 return v
+        info = self.summary.get("method_seed") or self.spec.get("method_seed") or {}
+        parts = info.get("parts") if isinstance(info, dict) else None
+        parts = parts or ["z_T"]
         for f in sorted((self.path / "latents").glob("*.safetensors"))[:1]:
             try:
                 with open(f, "rb") as fh:
                     (n,) = struct.unpack("<Q", fh.read(8))
                     header = json.loads(fh.read(n))
-                shape = header.get("z_T", {}).get("shape")
-                if shape:
-                    return int(math.prod(shape[1:] if len(shape) == 4 else shape))
+                shapes = [header.get(p, {}).get("shape") for p in parts]
+                if all(shapes):
+                    return sum(int(math.prod(sh[1:] if len(sh) == 4 else sh)) for sh in shapes)
             except (OSError, ValueError, struct.error):
                 return None
         return None

@@ -94,6 +94,16 @@ class RunScreen(Screen):
         self.law: tuple[float, float] | None = None
         self.status = self.info.status
 
+    def shows_seed_only(self) -> bool:
+        """Whether the run's method reconstructs with more than its seed, so its seed-only PSNR
+        differs from its PSNR (nti, edict, bdia; True when the method is not known yet)."""
+        from memtui.engine.inversion.registry import get_method
+
+        try:
+            return bool(get_method(str(self.info.spec.get("method"))).seed_only_separate(None))
+        except ValueError:
+            return True
+
     # ----------------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="run-title", classes="title-line")
@@ -101,7 +111,7 @@ class RunScreen(Screen):
             yield Static("", id="run-status")
             yield ProgressBar(total=None, show_eta=getattr(self.app, "show_eta", True), id="run-progress")
         with Horizontal(id="run-main"):
-            yield ItemsTable(id="items")
+            yield ItemsTable(id="items", seed_only=self.shows_seed_only())
             with Vertical(id="run-side"):
                 with TabbedContent(initial="preview", id="run-tabs"):
                     with TabPane("Preview", id="preview"):

@@ -40,14 +40,17 @@ def format_cell(col: str, rec: dict[str, Any]) -> str | Text:
 class ItemsTable(DataTable):
     """Rows keyed by item id; :meth:`upsert` adds new items and updates changed cells in place."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, seed_only: bool = True, **kwargs: Any) -> None:
+        """``seed_only``: show the seed-only PSNR column (hidden for methods whose reconstruction
+        already is plain DDIM from the seed, where it repeats the PSNR)."""
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.shown = tuple(c for c in COLUMNS if seed_only or c[0] != "psnr_seed_only")
         self.records: dict[str, dict[str, Any]] = {}
         self.sort_column = "id"
         self.sort_reverse = False
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
+        for key, label, width in self.shown:
             self.add_column(label, key=key, width=width)
 
     def upsert(self, records: list[dict[str, Any]]) -> list[str]:
@@ -60,10 +63,10 @@ class ItemsTable(DataTable):
             old = self.records.get(item_id)
             self.records[item_id] = rec
             if old is None:
-                self.add_row(*(format_cell(c, rec) for c, _, _ in COLUMNS), key=item_id)
+                self.add_row(*(format_cell(c, rec) for c, _, _ in self.shown), key=item_id)
                 new.append(item_id)
             else:
-                for col, _, _ in COLUMNS:
+                for col, _, _ in self.shown:
                     if old.get(col if col != "id" else "item_id") != rec.get(col if col != "id" else "item_id"):
                         self.update_cell(item_id, col, format_cell(col, rec))
         return new

@@ -112,9 +112,11 @@ def test_two_part_seed_joint_nll_and_seed_only_psnr(runs, tiny_pipe_dir) -> None
     table = get_analysis("concept").table(summary, rd.path)
     assert "seed-only dB" in table.columns
     assert any("z_T + y_T" in n and "512" in n for n in table.notes)
-    view = RunView(rd.path, rd.read_results(), summary)
+    view = RunView.open(rd.path)
     assert view.main_psnr("psnr_seed_only") == pytest.approx(summary["sets"]["erased"]["psnr_seed_only"]["mean"])
     assert "seed-only" in view.headline()
+    # without a summary (a run still going), the seed size comes from both parts' latents headers
+    assert RunView(rd.path, json.loads((rd.path / "spec.json").read_text()), {}).seed_dim() == 512
 
 
 def test_nti_seed_only_drops_the_null_embeddings(runs, tiny_pipe_dir) -> None:

@@ -40,9 +40,8 @@ async def test_run_view_fills_from_run_dir(config, concept_run):
         r0 = records[0]
         row = table.get_row(r0["item_id"])
         assert row[0] == r0["item_id"] and row[1] == "erased"
-        assert str(row[2]) == f"{r0['psnr']:.2f}" and str(row[4]) == f"{r0['nll']:.1f}"
-        seed_only = r0.get("psnr_seed_only")  # the fixture's records may predate it: then "-"
-        assert str(row[3]) == ("-" if seed_only is None else f"{seed_only:.2f}")
+        # a ddim run: its seed-only PSNR is its PSNR, so the column is not shown
+        assert str(row[2]) == f"{r0['psnr']:.2f}" and str(row[3]) == f"{r0['nll']:.1f}"
         status = plain(screen.query_one("#run-status"))
         assert "8/8 items" in status and "1 failed" in status
 
@@ -126,3 +125,29 @@ async def test_live_run_rows_appear_in_place(config, runs_dir):
         assert bar.total == 6 and bar.progress == 6
         np.testing.assert_allclose(sorted(screen.query_one("#psnr-hist", Histogram).series["erased"]),
                                    sorted([33.0] + [r["psnr"] for r in recs[1:3]]))
+
+
+async def test_two_part_method_shows_its_seed_only_psnr(config, runs_dir):
+    """An EDICT run's reconstruction uses its second latent: the table shows the seed-only PSNR
+    beside the PSNR, and the summary pane a seed-only column."""
+    from tests.console.console_helpers import concept_summary
+
+    recs = concept_records(error_at=2)
+    for i, r in enumerate(recs):
+        if r["status"] == "ok":
+            r["psnr_seed_only"] = 8.0 + i
+    summary = concept_summary(recs, 1.3)
+    for s in summary["sets"].values():
+        s["psnr_seed_only"] = {"count": 3, "mean": 9.5, "std": 0.5}
+    make_run(runs_dir, "edict-parachute", {"analysis": "concept", "method": "edict", "base": "/models/sd14",
+                                           "erased": "/data/parachute", "reference": "/data/coco"}, recs, summary)
+    app = make_app(config)
+    async with app.run_test(size=(140, 36)) as pilot:
+        screen = await open_run(pilot, "edict-parachute")
+        table = screen.query_one(ItemsTable)
+        labels = [str(c.label) for c in table.columns.values()]
+        assert labels[2:5] == ["PSNR dB", "seed-only", "NLL"]
+        row = table.get_row(recs[0]["item_id"])
+        assert str(row[3]) == "8.00" and str(row[4]) == f"{recs[0]['nll']:.1f}"
+        err = table.get_row(recs[2]["item_id"])
+        assert str(err[3]) == "-"
