@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "unet_steps": 2000, "unet_batch": 64, "unet_lr": 1e-3, "dropout": 0.1, "ema": 0.999,
     "eval_every": 500, "eval_n": 32, "eval_steps": 20, "guidance": 4.0,
     "concept": "circle", "esd_steps": 50, "esd_lr": 5e-4, "esd_eta": 1.0, "esd_params": "xattn",
-    "esd_ddim_steps": 50, "final_eval_n": 64, "context": 8,
+    "esd_ddim_steps": 50, "final_eval_n": 64, "context": 8, "latent_channels": 4,
 }
 
 
@@ -66,14 +66,15 @@ def cosine_lr(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> f
 
 
 # ---------------------------------------------------------------------------------------- models
-def make_vae() -> AutoencoderKL:
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+def make_vae(latent_channels: int = 4) -> AutoencoderKL:
+    """The demo VAE: 32x32 RGB -> ``latent_channels`` x 8 x 8 (the shipped world: 4)."""
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
                          down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                          block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
                          sample_size=32, scaling_factor=1.0)
 
 
-def make_unet_and_text(context: int) -> tuple[UNet2DConditionModel, CLIPTextModel, Any]:
+def make_unet_and_text(context: int, latent_channels: int = 4) -> tuple[UNet2DConditionModel, CLIPTextModel, Any]:
     tok = build_word_tokenizer(WORDS, max_length=context)
     vocab = tok.get_vocab()
     te = CLIPTextModel(CLIPTextConfig(
@@ -82,7 +83,7 @@ def make_unet_and_text(context: int) -> tuple[UNet2DConditionModel, CLIPTextMode
         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"]))
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4,
+        sample_size=8, in_channels=latent_channels, out_channels=latent_channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16,
@@ -95,7 +96,7 @@ def stage_vae(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(seed)
     imgs, _, _ = generate(cfg["n_train"], seed)
     x_all = uint8_to_tensor(imgs)
-    vae = make_vae().train()
+    vae = make_vae(cfg.get("latent_channels", 4)).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"], weight_decay=0.0)
     rng = np.random.default_rng(seed + 11)
     t0, ema_loss, n = time.time(), None, cfg["vae_steps"]
@@ -193,7 +194,7 @@ def stage_unet(out: Path, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
         lat = torch.cat([vae.encode(b).latent_dist.mean for b in x.split(512)]) * sf
     log(f"unet: encoded {len(lat)} latents (std {lat.std():.3f}) in {time.time() - t0:.0f}s")
-    unet, te, tok = make_unet_and_text(cfg["context"])
+    unet, te, tok = make_unet_and_text(cfg["context"], cfg.get("latent_channels", 4))
     uniq = sorted(set(caps)) + [""]
     ids_of = tok(uniq, padding="max_length", truncation=True, max_length=cfg["context"], return_tensors="pt").input_ids
     cap_idx = torch.tensor([uniq.index(c) for c in caps])

@@ -42,7 +42,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def nll_histogram(run: RunData, path: Path) -> Path | None:
     """Histogram of seed NLL (nats) of each set, densities, with the exact N(0, I) law's pdf."""
-    sets = {s: values(run, s, "nll") for s in ("erased", "reference", "memory", "control")}
+    sets = {s: values(run, s, "nll") for s in ("erased", "reference", "memory", "control", "target", "scramble")}
     sets = {s: v for s, v in sets.items() if len(v)}
     if not sets:
         return None
@@ -150,13 +150,16 @@ def pairs_grid(run: RunData, path: Path, n: int = 8) -> Path | None:
 def _seeds(run: RunData, recs: Sequence[dict[str, Any]]) -> np.ndarray | None:
     from safetensors.torch import load_file
 
+    parts = (run.summary.get("method_seed") or {}).get("parts") or ["z_T"]
     out = []
     for r in recs:
         rel = r.get("latents") or f"latents/{r['item_id']}.safetensors"
         f = run.path / str(rel)
         if not f.is_file():
             return None
-        out.append(load_file(str(f))["z_T"].float().numpy().reshape(-1))
+        lat = load_file(str(f))
+        # the seed as the run's method defines it: all its parts, flattened and concatenated
+        out.append(np.concatenate([lat[k].double().numpy().reshape(-1) for k in parts if k in lat]))
     return np.stack(out) if out else None
 
 
@@ -182,7 +185,8 @@ def memory_distances(run: RunData) -> dict[str, dict[str, Any]]:
 
 
 def memory_distance_histogram(dists: dict[str, dict[str, Any]], title: str, path: Path) -> Path | None:
-    """Histogram of pairwise memory distances (and memory -> target seed distances) per target."""
+    """Histogram of pairwise memory distances (and memory -> target seed distances, the sphere's radii,
+    with their CV in the legend) per target."""
     if not dists:
         return None
     p = plt()
@@ -190,7 +194,9 @@ def memory_distance_histogram(dists: dict[str, dict[str, Any]], title: str, path
     for t, e in dists.items():
         ax.hist(e["pairwise"], bins=20, alpha=0.5, label=f"target {t}: memory pairs")
         if "to_target" in e:
-            ax.hist(e["to_target"], bins=20, alpha=0.5, histtype="step", lw=2, label=f"target {t}: to target seed")
+            tt = e["to_target"]
+            ax.hist(tt, bins=20, alpha=0.5, histtype="step", lw=2,
+                    label=f"target {t}: to target seed (CV {tt.std() / tt.mean():.3f})")
     ax.set_xlabel("Euclidean distance between seeds")
     ax.set_ylabel("count")
     ax.set_title(title)

@@ -128,7 +128,9 @@ def _run_parts(r: RunData, figs: Path) -> dict[str, Any]:
             row = {"run": r.name, "target_id": t, "n_memories": e["n"], "pairwise_mean": float(pw.mean()),
                    "pairwise_std": float(pw.std()), "pairwise_cv": float(pw.std() / pw.mean())}
             if "to_target" in e:
-                row["to_target_mean"], row["to_target_std"] = float(e["to_target"].mean()), float(e["to_target"].std())
+                tt = e["to_target"]
+                row["to_target_mean"], row["to_target_std"] = float(tt.mean()), float(tt.std())
+                row["cv"] = float(tt.std() / tt.mean())  # the sphere's: over the radii (Figure 6)
             mem_rows.append(row)
         mem_md.append(f"\n### {r.name}\n")
         if (f := F.memory_distance_histogram(dists, r.name, figs / f"memory_distances_{r.name}.png")):
@@ -244,6 +246,27 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         cols = list(dict.fromkeys(k for row in mem_rows for k in row))
         md.append("\nEuclidean distances between memory seeds (pairs i < j) and to the target's seed:\n")
         md.append(_table(cols, [[row.get(c) for c in cols] for row in mem_rows]))
+
+    # ---- scramble test
+    scr_runs = [r for r in runs if r.analysis == "scramble"]
+    if scr_runs:
+        md.append("\n## Scrambled images (the scramble test)\n\nEach target image and its patch-scrambled "
+                  "copies inverted alike: a scrambled image, no longer a plausible image, should get a less "
+                  "likely seed (higher NLL, nats). The NLL histogram of the run above shows both sets "
+                  "against the N(0, I) law.\n")
+        rows = []
+        for r in scr_runs:
+            for tid, f in (r.summary.get("targets") or {}).items():
+                sc, inc = f.get("scrambled_nll") or {}, f.get("nll_increase") or {}
+                rows.append([r.name, tid, _fmt(f.get("original_nll")), f"{_fmt(sc.get('mean'))} ± {_fmt(sc.get('std'))}",
+                             f"{_fmt(inc.get('mean'))} ± {_fmt(inc.get('std'))}", _fmt(f.get("original_psnr")),
+                             _fmt((f.get("scrambled_psnr") or {}).get("mean"))])
+        md.append(_table(["run", "target", "NLL", "NLL scrambled", "increase", "PSNR dB", "PSNR scrambled dB"], rows))
+        for r in scr_runs:
+            frac = r.summary.get("fraction_less_likely")
+            inc = r.summary.get("nll_increase") or {}
+            md.append(f"\n\n{r.name}: NLL increase {_fmt(inc.get('mean'))} ± {_fmt(inc.get('std'))} nats; "
+                      f"scrambles with a less likely seed: {_fmt(100 * frac if isinstance(frac, (int, float)) else None)}%")
 
     # ---- CSV files
     written = {

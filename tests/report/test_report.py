@@ -151,6 +151,33 @@ def test_report_of_a_memories_run(tmp_path) -> None:
         assert float(r["pairwise_std"]) == pytest.approx(np.std(pw), rel=1e-5)
         to_t = np.linalg.norm(Z - seeds[f"t{t}-target-0"], axis=1)
         assert float(r["to_target_mean"]) == pytest.approx(to_t.mean(), rel=1e-5)
-        assert math.isfinite(float(r["pairwise_cv"]))
+        assert float(r["cv"]) == pytest.approx(to_t.std() / to_t.mean(), rel=1e-5)  # the sphere's, over radii
+        assert float(r["pairwise_cv"]) == pytest.approx(np.std(pw) / np.mean(pw), rel=1e-5)
     for name in ("memory_distances_mem.png", "memories_mem_0.png", "memories_mem_1.png", "nll_mem.png"):
         assert _is_png(out / "figures" / name)
+
+
+def test_report_of_a_scramble_run(tmp_path) -> None:
+    """A scramble run's summary becomes the report's scramble table (the summary's numbers), and its
+    NLL histogram holds both the targets and the scrambles."""
+    from memtui.engine.report import write_report
+    from memtui.engine.runs.spec import RunSpec
+    from memtui.engine.runs.store import RunDir
+
+    rd = RunDir.create(tmp_path / "scr", RunSpec(analysis="scramble", base="x"))
+    nll = {"c0": 360.0, "c0.scr00": 391.5, "c0.scr01": 395.5}
+    for iid, v in nll.items():
+        rd.append_result({"item_id": iid, "set": "target" if "scr" not in iid else "scramble", "target_id": "c0",
+                          "status": "ok", "psnr": 27.0, "nll": v, "z_shape": [4, 8, 8]})
+    rd.write_summary({"analysis": "scramble", "status": "finished", "d": 256,
+                      "targets": {"c0": {"original_nll": 360.0, "original_psnr": 27.0,
+                                         "scrambled_nll": {"mean": 393.5, "std": 2.0},
+                                         "scrambled_psnr": {"mean": 16.0}, "nll_increase": {"mean": 33.5, "std": 2.0}}},
+                      "nll_increase": {"mean": 33.5, "std": 2.0}, "fraction_less_likely": 1.0})
+    out = tmp_path / "rep"
+    write_report([rd.path], out)
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Scrambled images"):]
+    assert "| scr | c0 | 360 | 393.5 ± 2 | 33.5 ± 2 | 27 | 16 |" in section
+    assert "scrambles with a less likely seed: 100%" in section
+    assert _is_png(out / "figures" / "nll_scr.png")
