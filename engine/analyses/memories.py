@@ -94,7 +94,7 @@ class MemoriesOptions(TargetOptions):
     """The SIB settings (``spec.options``); official defaults, smaller ones on the demo world."""
 
     num_supports: int = option(10, help="support images (memories) per target; target k gets reference items "
-                               "offset + stride*k .. + N - 1", minimum=1, demo=5, metavar="N")
+                               "offset + stride*k .. + N - 1", minimum=1, demo=10, metavar="N")
     support_offset: int = option(0, help="first reference item used as a support", minimum=0, metavar="K")
     support_stride: int | None = option(None, help="reference items between the supports of consecutive "
                                         "targets (default: --num-supports)", minimum=1, metavar="S")
@@ -102,11 +102,13 @@ class MemoriesOptions(TargetOptions):
     vae_lr: float = option(1e-2, help="decoder-inversion learning rate", minimum=0, demo=0.1, metavar="LR")
     loss_weights: tuple[float, float, float] = option((1.0, 0.0, 0.0), help="decoder-inversion loss weights: "
                                                       "MSE, prior, NLL", metavar="W")
-    sib_path: str = option("auto", choices=SIB_PATHS,
+    sib_path: str = option("auto", choices=SIB_PATHS, demo="direct",
                            help="auto (direct for --method nti, reencode otherwise, as the official code; "
                                 "summary.json's options record the path taken), reencode (official ReNoise "
                                 "path: decode, quantise, encode again) or direct (the decoder-inverted latent "
-                                "straight into diffusion inversion: the official NTI path, the paper's figure)")
+                                "straight into diffusion inversion: the official NTI path, the paper's figure; "
+                                "the demo world's default, where re-encoding collapses the memories, see "
+                                "docs/sphere.md)")
     decoder_chunk: int | None = option(None, help="items per decoder forward/backward (default: all at once)",
                                        minimum=1, metavar="N")
 

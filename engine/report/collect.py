@@ -54,7 +54,9 @@ class RunData:
 
     @property
     def is_memories(self) -> bool:
-        return any(r.get("set") in MEMORY_SETS for r in self.records)
+        if self.analysis in ("scramble", "concept", "generate"):  # scramble's "target" set is no memories run
+            return False
+        return self.analysis == "memories" or any(r.get("set") in MEMORY_SETS for r in self.records)
 
     def ok(self, set_name: str | None = None) -> list[dict[str, Any]]:
         """Records with status ok (of one set, if given)."""

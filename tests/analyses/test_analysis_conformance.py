@@ -120,7 +120,7 @@ def test_demo_defaults_apply_only_on_the_demo_world() -> None:
                              validate=False)
     assert analyses.get("memories").options(plain) == MemoriesOptions()
     o = analyses.get("memories").options(demo)
-    assert (o.vae_steps, o.num_supports, o.vae_lr) == (150, 5, 0.5)
+    assert (o.vae_steps, o.num_supports, o.vae_lr, o.sib_path) == (150, 10, 0.5, "direct")
 
 
 def test_form_fields_are_the_declared_options() -> None:
