@@ -115,9 +115,15 @@ class InversionItems(ItemLoop):
         ``recon``) and ``images``; return the ``ok`` record: ``psnr`` = PSNR(query, recon) and
         ``psnr_seed_only`` = PSNR(query, seed_only) on uint8, ``nll`` the joint NLL of the seed parts
         (:attr:`seed_parts` found in ``tensors``) with ``seed_dim`` values, ``nll_parts`` per part when
-        there are several, ``extra`` fields."""
+        there are several, ``extra`` fields. A seed with non-finite values (a diverged inversion)
+        gives the item's ``error`` record instead, and nothing is written."""
         z_t = tensors["z_T"]
         parts = [p for p in self.seed_parts if p in tensors]
+        vec = self.seed_vector(tensors, parts)
+        if not bool(torch.isfinite(vec).all()):  # a diverged inversion is no seed: an error, retried on resume
+            return self.error_record(item_id, set_name, prompt, source,
+                                     f"the {self.spec.method} inversion diverged: its seed has non-finite values "
+                                     "(NaN or Inf); try another method, fewer steps or fp32", **extra)
         self.rd.write_latents(item_id, tensors)
         self.rd.write_image(item_id, "query", query)
         self.rd.write_image(item_id, "recon", recon)
@@ -125,7 +131,6 @@ class InversionItems(ItemLoop):
             self.rd.write_image(item_id, "seed_only", seed_only)
         for kind, img in (images or {}).items():
             self.rd.write_image(item_id, kind, img)
-        vec = self.seed_vector(tensors, parts)
         psnr = metrics.psnr(query, recon)
         rec = {"item_id": item_id, "set": set_name, "prompt": prompt, "source": source,
                "status": "ok", "error": None, "psnr": psnr,

@@ -135,3 +135,39 @@ def test_old_summaries_without_seed_only_still_show() -> None:
     row = table.rows[0]
     assert row[table.columns.index("seed-only dB")] == "-"
     assert get_analysis("concept").headline(summary) == "PSNR 26.80 dB"
+
+
+def test_a_diverged_inversion_is_an_error_not_a_seed(tiny_pipe_dir, data, tmp_path) -> None:
+    """A method whose seed has NaN for one item: that item gets an error record naming the
+    divergence (no latents file), the others are ok, and the summary counts it as an error."""
+    from memtui.engine.inversion.base import Inverted, InversionMethod, numerics
+    from memtui.engine.inversion.methods.ddim import DDIMOptions
+    from memtui.engine.inversion.registry import METHODS
+
+    class _Diverging(InversionMethod):
+        name = "diverging"
+        summary = "DDIM whose seed is NaN for the first item of each batch (a test dummy)"
+        Options = DDIMOptions
+
+        def invert(self, pipe, z0, emb, steps, options, generators, guidance, progress=None) -> Inverted:
+            z = numerics("memtui.engine.inversion.ddim:ddim_invert")(pipe, z0, emb, steps, progress=progress).clone()
+            z[0] = float("nan")  # the first item of every batch diverges
+            return Inverted(z_T=z, guidance=guidance)
+
+    METHODS.register(_Diverging)
+    try:
+        rd = RunDir(tmp_path / "run")
+        spec = RunSpec(base=str(tiny_pipe_dir), erased=str(data[0]), reference=str(data[1]), method="diverging",
+                       steps=STEPS, batch_size=2, device="cpu").validate()
+        summary = run_concept(spec, rd)
+    finally:
+        METHODS.unregister("diverging")
+    recs = rd.read_results()
+    bad = [r for r in recs.values() if r["status"] == "error"]
+    ok = [r for r in recs.values() if r["status"] == "ok"]
+    assert len(bad) == 2 and len(ok) == 2  # batches of two: the first of each diverged
+    for r in bad:
+        assert "diverged" in r["error"] and "non-finite" in r["error"] and r["nll"] is None
+        assert not (rd.path / "latents" / f"{r['item_id']}.safetensors").exists()
+    assert all(math.isfinite(r["nll"]) for r in ok)
+    assert sum(s["n_errors"] for s in summary["sets"].values()) == 2
