@@ -9,13 +9,13 @@ Never imports Textual (a test enforces it).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
+from .signals import StopOnSignals
 from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
 SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size",
@@ -119,35 +119,6 @@ class Reporter:
             self._bar = None
 
 
-class _Signals:
-    """SIGINT/SIGTERM/SIGHUP -> set ``cancel`` (first time), KeyboardInterrupt (second time)."""
-
-    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-    def __init__(self, cancel: threading.Event) -> None:
-        self.cancel = cancel
-        self.old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.cancel.is_set():
-            raise KeyboardInterrupt
-        self.cancel.set()
-        try:  # after a hang-up the terminal may be gone: the message must not break the run
-            _err("stopping after the current batch (the run stays resumable); interrupt again to abort")
-        except (OSError, ValueError):
-            pass
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self.old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self.old.items():
-            signal.signal(s, h)
-
-
 def print_table(summary: dict[str, Any], run_dir: Path) -> None:
     """The analysis' final table (its declaration's ``table``) on stdout."""
     from rich.console import Console
@@ -232,6 +203,10 @@ def _run_batch(args: argparse.Namespace) -> int:
     from memtui.engine.runs.store import RunDir, RunLockedError
     from memtui.engine.runs.spec import SpecError
 
+    if getattr(args, "sweep_status", None) or getattr(args, "sweep", None):
+        from .batch_sweep import run_sweep_command, sweep_status
+
+        return sweep_status(Path(args.sweep_status)) if args.sweep_status else run_sweep_command(args)
     if getattr(args, "report", None):
         from .batch_evals import run_report
 
@@ -267,7 +242,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     if not reporter.tty:
         _quiet_library_progress()
     try:
-        with _Signals(cancel):
+        with StopOnSignals(cancel, "stopping after the current batch (the run stays resumable); interrupt "
+                                   "again to abort"):
             from .batch_demo import before_run
 
             before_run(spec, rd)

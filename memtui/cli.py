@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch_demo import add_demo_arguments  # light: no torch at import
 
     add_demo_arguments(p)
+    from .batch_sweep import add_sweep_arguments  # light: no torch at import
+
+    add_sweep_arguments(p)
 
     ui = p.add_argument_group("console")
     ui.add_argument("--runs", metavar="DIR", help="folder of run directories the console browses")
