@@ -58,7 +58,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         with StopOnSignals(cancel, "stopping every cell after its current batch (the sweep stays resumable)",
                            abort_on_second=False):
             result = run_sweep(sweep, args.out, executor=executor, workers=args.workers, cancel=cancel, say=_err)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         _err(str(e))
         return EXIT_USAGE
     counts = {s: result.count(s) for s in ("finished", "failed", "cancelled", "pending")}
@@ -97,7 +97,10 @@ def status_rows(sweep_dir: Path) -> list[dict[str, str]]:
             status = recorded if recorded in ("failed", "cancelled") else "pending"
         pid = run_pid(run_dir) if status == "running" else None
         worker = cell.get("worker")
-        who = "-" if worker is None and pid is None else f"{worker if worker is not None else '?'}/{pid or '-'}"
+        if cell.get("job_id"):
+            who = f"job {cell['job_id']}"
+        else:
+            who = "-" if worker is None and pid is None else f"{worker if worker is not None else '?'}/{pid or '-'}"
         error = cell.get("error") if status in ("failed", "cancelled") else None
         rows.append({"cell": name, "status": status, "progress": info.progress_text(),
                      "headline": info.headline() or "-", "worker": who,

@@ -11,6 +11,7 @@ from typing import Any
 from memtui.engine import analyses
 from memtui.engine.core.options import UNSET, OptionInfo, describe
 from memtui.engine.inversion.registry import get_method, method_names
+from memtui.engine.runs.executors import executor_names, get_executor
 from memtui.engine.runs.schema import FORMAT_VERSION
 
 __all__ = ["options_markdown", "schema_markdown", "SCHEMA_BEGIN", "SCHEMA_END"]
@@ -75,7 +76,21 @@ def options_markdown() -> str:
             out += [_row(i, flag=True) for i in infos]
         else:
             out.append("No options of its own.")
-    return "\n".join(out) + "\n"
+    out += ["", "## Sweep executors (`executor = ...` or `--executor` in a sweep, docs/sweeps.md)", "",
+            "Options go in the sweep file's table named after the executor (e.g. `[slurm]`).", ""]
+    for name in executor_names():
+        ex = get_executor(name)
+        out += [f"### `{name}`", "", ex.summary + ".", ""]
+        if ex.OPTIONS:
+            out += ["| option | type | meaning |", "|---|---|---|"]
+            for key, (types, help_) in ex.OPTIONS.items():
+                tnames = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+                meaning = help_.replace("|", "\\|")
+                out.append(f"| `{key}` | {tnames.replace('dict', 'table')} | {meaning} |")
+        else:
+            out.append("No options of its own (`workers` / `--workers` sets the pool size).")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def schema_markdown() -> str:

@@ -72,6 +72,8 @@ class Sweep:
     cells: list[Cell]
     executor: str = "local"
     workers: int | None = None
+    #: each executor's table of the file ({"slurm": {"partition": "gpu", ...}})
+    executor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,9 +143,12 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path | None = None) ->
     def bad(msg: str) -> None:
         probs.append(msg)
 
+    from memtui.engine.runs.executors import executor_names, get_executor
+
+    exec_names = executor_names()
     for k in data:
-        if k not in TOP_KEYS:
-            bad(f"unknown key {k!r}{_at(text, k)}; known: {', '.join(TOP_KEYS)}")
+        if k not in TOP_KEYS and k not in exec_names:
+            bad(f"unknown key {k!r}{_at(text, k)}; known: {', '.join(TOP_KEYS + exec_names)}")
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         bad(f"name must be a string, got {name!r}{_at(text, 'name')}")
@@ -156,6 +161,20 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path | None = None) ->
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         bad(f"workers must be a positive integer, got {workers!r}{_at(text, 'workers')}")
         workers = None
+    elif executor not in exec_names:
+        bad(f"executor must be one of {', '.join(exec_names)}, got {executor!r}{_at(text, 'executor')}")
+    executor_options: dict[str, dict[str, Any]] = {}
+    for ename in exec_names:  # each executor's own table, [local] / [slurm]
+        if ename not in data:
+            continue
+        table = data[ename]
+        if not isinstance(table, dict):
+            bad(f"{ename} must be a table ([{ename}]) of the {ename} executor's options")
+            continue
+        for pr in get_executor(ename).option_problems(table):
+            key = pr.split("] ", 1)[-1].split(" ", 1)[0].strip("'")
+            bad(pr + _at(text, key, ename))
+        executor_options[ename] = dict(table)
 
     def str_list(key: str, default: list[str]) -> list[str]:
         v = data.get(key, default)
@@ -323,7 +342,7 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path | None = None) ->
             "concepts": {k: {kk: _resolve(vv, root) for kk, vv in v.items()} for k, v in concepts.items()},
             "methods": methods, "analyses": analysis_names, "spec": overrides,
             "combinations": "cells" if explicit is not None else "product"}
-    return Sweep(name, source, grid, cells, executor, workers)
+    return Sweep(name, source, grid, cells, executor, workers, executor_options)
 
 
 # ---------------------------------------------------------------------------- state
@@ -361,7 +380,8 @@ class SweepBook:
             "updated": utc_now(), "grid": sweep.grid,
             "executor": {"name": executor, "pid": os.getpid(), "workers": []},
             "cells": [{"name": c.name, **c.axes(), "spec": c.spec.to_dict(), "status": "pending",
-                       "error": None, "exit_code": None, "worker": None, "pid": None} for c in sweep.cells]}
+                       "error": None, "exit_code": None, "worker": None, "pid": None, "job_id": None}
+                      for c in sweep.cells]}
         self._by = {c["name"]: c for c in self.data["cells"]}
 
     def cell(self, name: str, **fields: Any) -> None:
@@ -416,7 +436,8 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike[str], executor: str | None = 
     cancel = cancel or threading.Event()
     out = Path(out)
     name = executor or sweep.executor
-    ex = get_executor(name)(workers=workers if workers is not None else sweep.workers)
+    ex = get_executor(name)(workers=workers if workers is not None else sweep.workers,
+                            options=sweep.executor_options.get(name))
     out.mkdir(parents=True, exist_ok=True)
     (out / SPECS_DIR).mkdir(exist_ok=True)
     (out / LOGS_DIR).mkdir(exist_ok=True)
@@ -436,9 +457,16 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike[str], executor: str | None = 
         f"{len(tasks)} to run with the {name} executor")
     book.workers(ex.describe())
 
-    def on_start(task: CellTask, worker: Mapping[str, Any], pid: int) -> None:
-        book.cell(task.name, status="running", worker=worker.get("id"), pid=pid, error=None, exit_code=None)
-        say(f"cell {task.name}: started (worker {worker.get('id')}, pid {pid})")
+    def on_queued(task: CellTask, job: Mapping[str, Any]) -> None:
+        book.cell(task.name, status="pending", job_id=job.get("job_id"), error=None, exit_code=None)
+        say(f"cell {task.name}: queued (job {job.get('job_id')})")
+
+    def on_start(task: CellTask, worker: Mapping[str, Any], pid: int | None) -> None:
+        fields = {"job_id": worker["job_id"]} if worker.get("job_id") else {}
+        book.cell(task.name, status="running", worker=worker.get("id"), pid=pid, error=None, exit_code=None, **fields)
+        where = f"job {worker['job_id']} on {worker.get('host') or '?'}" if worker.get("job_id") else \
+            f"worker {worker.get('id')}, pid {pid}"
+        say(f"cell {task.name}: started ({where})")
 
     def on_end(task: CellTask, code: int | None) -> None:
         if code == 0 and cell_finished(task.run_dir):
@@ -454,7 +482,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike[str], executor: str | None = 
         book.cell(task.name, status=status, error=error, exit_code=code, pid=None)
         say(f"cell {task.name}: {status}" + (f" ({error})" if error else ""))
 
-    ex.run(tasks, on_start, on_end, cancel)
+    ex.run(tasks, on_start, on_end, cancel, on_queued=on_queued)
     for t in tasks:
         if t.name not in result.statuses:  # never started (cancelled before its turn)
             result.statuses[t.name] = "pending"

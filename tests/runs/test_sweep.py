@@ -94,6 +94,9 @@ spec = {{ seed = 7 }}
     ({'device = "cpu"': 'method = "ddim"'}, "[spec] field 'method' (line 8) is set by the grid"),
     ({'name = "orig"': 'name = "a b"'}, "name must be letters"),
     ({'methods = [': 'methodz = ['}, "unknown key 'methodz' (line 2)"),
+    ({"[spec]": '[slurm]\npartitio = "gpu"\n\n[spec]'}, "[slurm] unknown option 'partitio'; known: partition, "),
+    ({"[spec]": '[slurm]\ntimeout_min = "1h"\n\n[spec]'}, "[slurm] timeout_min must be int, got '1h' (line 6)"),
+    ({'analyses = ["concept"]': 'analyses = ["concept"]\nexecutor = "pbs"'}, "executor must be one of local, slurm"),
 ])
 def test_bad_fields_are_named(world, subs, needle) -> None:
     with pytest.raises(SweepError) as e:
@@ -107,8 +110,19 @@ def test_toml_syntax_error_gives_the_line(world) -> None:
     assert "line 6" in str(e.value)
 
 
+def test_executor_options_are_kept_per_executor(world) -> None:
+    text = grid(world, **{"[spec]": 'executor = "slurm"\n[slurm]\npartition = "gpu"\nmem_gb = 32\n'
+                                     'additional = { account = "lab" }\n\n[spec]'})
+    sw = parse_sweep(text, root=world["root"])
+    assert sw.executor == "slurm"
+    assert sw.executor_options == {"slurm": {"partition": "gpu", "mem_gb": 32, "additional": {"account": "lab"}}}
+    ex = get_executor("slurm")(workers=2, options=sw.executor_options["slurm"])
+    assert ex.describe() == [{"id": "slurm", "array_parallelism": 2, "partition": "gpu", "mem_gb": 32,
+                              "additional": {"account": "lab"}}]
+
+
 def test_executor_registry() -> None:
-    assert executor_names()[0] == "local"
+    assert executor_names() == ("local", "slurm")
     assert get_executor("local")(workers=3).describe()[2]["id"] == 2
     with pytest.raises(ValueError, match="unknown executor 'nope'"):
         get_executor("nope")

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from memtui.engine.runs.sweep import CellTask
 
-__all__ = ["Executor", "OnStart", "OnEnd"]
+__all__ = ["Executor", "OnStart", "OnEnd", "OnQueued"]
 
-OnStart = Callable[["CellTask", Mapping[str, Any], int], None]  # (task, worker description, pid)
+OnStart = Callable[["CellTask", Mapping[str, Any], "int | None"], None]  # (task, worker description, pid here or None)
+OnQueued = Callable[["CellTask", Mapping[str, Any]], None]  # (task, its job: id, job_id) once submitted
 OnEnd = Callable[["CellTask", "int | None"], None]  # (task, exit code: 0 ok, >0 memtui's code, <0 signal)
 
 
@@ -22,15 +23,37 @@ class Executor:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    #: the options of the sweep file's ``[<name>]`` table: key -> (type or types, help)
+    OPTIONS: ClassVar[dict[str, tuple[type | tuple[type, ...], str]]] = {}
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, options: Mapping[str, Any] | None = None) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        probs = self.option_problems(options or {})
+        if probs:
+            raise ValueError("; ".join(probs))
         self.workers = workers
+        self.options: dict[str, Any] = dict(options or {})
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        """What is wrong with ``options`` (unknown keys, wrong types), one message each."""
+        probs = []
+        for k, v in options.items():
+            if k not in cls.OPTIONS:
+                known = ", ".join(cls.OPTIONS) or "none"
+                probs.append(f"[{cls.name}] unknown option {k!r}; known: {known}")
+                continue
+            types = cls.OPTIONS[k][0]
+            if isinstance(v, bool) or not isinstance(v, types):
+                want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+                probs.append(f"[{cls.name}] {k} must be {want}, got {v!r}")
+        return probs
 
     def describe(self) -> list[dict[str, Any]]:
         """The workers as recorded in sweep.json (id, and what pins them)."""
         return []
 
-    def run(self, tasks: list["CellTask"], on_start: OnStart, on_end: OnEnd, cancel: threading.Event) -> None:
+    def run(self, tasks: list["CellTask"], on_start: OnStart, on_end: OnEnd, cancel: threading.Event,
+            on_queued: OnQueued | None = None) -> None:
         raise NotImplementedError

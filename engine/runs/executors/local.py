@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from memtui.engine.runs.executors import register
-from memtui.engine.runs.executors.base import Executor, OnEnd, OnStart
+from memtui.engine.runs.executors.base import Executor, OnEnd, OnQueued, OnStart
 
 if TYPE_CHECKING:
     from memtui.engine.runs.sweep import CellTask
@@ -45,10 +45,10 @@ def visible_gpus() -> list[str]:
 @register
 class LocalExecutor(Executor):
     name = "local"
-    summary = "worker processes on this host (one per visible CUDA GPU, else one on the CPU)"
+    summary = "Worker processes on this host (one per visible CUDA GPU, else one on the CPU)"
 
-    def __init__(self, workers: int | None = None) -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int | None = None, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(workers, options)
         gpus = visible_gpus() if workers is None or workers > 1 else []
         self.slots: list[dict[str, Any]] = []
         n = workers if workers is not None else max(1, len(gpus))
@@ -61,7 +61,8 @@ class LocalExecutor(Executor):
     def describe(self) -> list[dict[str, Any]]:
         return [dict(s) for s in self.slots]
 
-    def run(self, tasks: list["CellTask"], on_start: OnStart, on_end: OnEnd, cancel: threading.Event) -> None:
+    def run(self, tasks: list["CellTask"], on_start: OnStart, on_end: OnEnd, cancel: threading.Event,
+            on_queued: OnQueued | None = None) -> None:
         todo: queue.Queue[CellTask] = queue.Queue()
         for t in tasks:
             todo.put(t)
