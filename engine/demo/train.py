@@ -8,6 +8,9 @@
 
     python -m memtui.engine.demo.train --out DIR --seed 0 [--stage all|vae|classifier|unet|esd]
 
+The defaults are the shipped world's configuration (``engine/demo/weights/demo.json``): seed 0 with
+no other flags retrains it (about 35 min on 2 CPU cores; the VAE stage is 26 of them).
+
 Outputs under DIR/ship/ (the layout of ``engine/demo/weights``): ``base/`` (diffusers pipeline
 folder), ``erased_<concept>.safetensors``, ``classifier.safetensors`` + ``classifier.json``,
 ``demo.json``; per-stage logs in DIR/log_<stage>.json. A finished stage is skipped on restart.
@@ -39,11 +42,11 @@ from memtui.engine.model.tokenizer import build_word_tokenizer
 
 STAGES = ("vae", "classifier", "unet", "esd")
 DEFAULTS: dict[str, Any] = {
-    "n_train": 24000, "vae_steps": 500, "vae_batch": 32, "vae_lr": 2e-3, "kl_weight": 1e-6,
-    "cls_steps": 400, "cls_batch": 64, "n_cls": 4000, "cls_width": 16,
-    "unet_steps": 2000, "unet_batch": 64, "unet_lr": 1e-3, "dropout": 0.1, "ema": 0.999,
+    "n_train": 24000, "vae_steps": 4000, "vae_batch": 32, "vae_lr": 1e-3, "kl_weight": 1e-6,
+    "cls_steps": 400, "cls_batch": 128, "n_cls": 6000, "cls_width": 16,
+    "unet_steps": 2500, "unet_batch": 64, "unet_lr": 1e-3, "dropout": 0.1, "ema": 0.999,
     "eval_every": 500, "eval_n": 32, "eval_steps": 20, "guidance": 4.0,
-    "concept": "circle", "esd_steps": 50, "esd_lr": 5e-4, "esd_eta": 1.0, "esd_params": "xattn",
+    "concept": "circle", "esd_steps": 70, "esd_lr": 5e-4, "esd_eta": 1.0, "esd_params": "xattn",
     "esd_ddim_steps": 50, "final_eval_n": 64, "context": 8, "latent_channels": 4,
 }
 
