@@ -124,3 +124,40 @@ def test_scancel_mid_run_then_rerun_ends_identical(slurm_cluster, tiny_pipe_dir,
     ids = [r["item_id"] for r in lines]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
     assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")
+
+
+def test_preempted_task_is_requeued_and_resumes(slurm_cluster, tiny_pipe_dir, tmp_path, one_thread_env) -> None:
+    """SIGUSR2 is what Slurm sends before a time limit or a preemption (``--signal=USR2@N``):
+    submitit's handler calls CellJob.checkpoint (the cell stops after its batch) and requeues the
+    task under the same job id; the requeued task resumes the run directory and finishes it."""
+    sweep = with_slurm(write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=4, items=3))
+    sweep.write_text(sweep.read_text() + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\n'
+                                         'analysis = "concept"\n')
+    out = tmp_path / "out"
+    cell = out / "orig-b__b__ddim__concept"
+    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            res = cell / "results.jsonl"
+            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        job = json.loads((out / "sweep.json").read_text())["cells"][0]["job_id"]
+        subprocess.run(["scancel", "-s", "USR2", job], check=True)
+        assert proc.wait(timeout=400) == 0, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    book = json.loads((out / "sweep.json").read_text())["cells"][0]
+    assert book["status"] == "finished" and book["job_id"] == job
+    events = [e["type"] for e in RunDir(cell).read_events()]
+    assert "cancelled" in events and "resumed" in events and events[-1] == "finished", events
+    lines = [json.loads(ln) for ln in (cell / "results.jsonl").read_text().splitlines()]
+    ids = [r["item_id"] for r in lines]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
+    assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")

@@ -56,21 +56,23 @@ class CellJob:
             out.write(f"memtui: slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}\n"
                       .encode())
             out.flush()
+            # Slurm's --signal=USR2 goes to every process of the job step: the cell ignores it and is
+            # stopped by checkpoint()'s SIGTERM instead (one signal: a graceful stop, not an abort)
             self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          env={**os.environ, **(env or {})}, close_fds=True)
-            return self._proc.wait()
+                                          env={**os.environ, **(env or {})}, close_fds=True,
+                                          preexec_fn=_ignore_usr2)
+            # poll, never a blocking wait(): submitit's SIGUSR2 handler (checkpoint) runs in this
+            # thread, and Popen.wait() would hold the lock that the handler's wait needs
+            while (code := self._proc.poll()) is None:
+                time.sleep(0.2)
+            return code
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Stop the cell (SIGTERM; SIGKILL after STOP_GRACE_S) and resubmit the same call."""
         from submitit.helpers import DelayedSubmission
 
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            _stop(self._proc.pid, STOP_GRACE_S)
         return DelayedSubmission(CellJob(), *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -78,6 +80,37 @@ class CellJob:
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self._proc = None
+
+
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _stop(pid: int, grace_s: float) -> None:
+    """SIGTERM ``pid`` (a child of this process) and reap it, SIGKILL after ``grace_s``. Uses
+    os.waitpid directly: it may run in a signal handler that interrupted a Popen call."""
+    def reaped() -> bool:
+        try:
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:  # already reaped
+            return True
+
+    if reaped():
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if reaped():
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
