@@ -20,7 +20,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detectors", metavar="KIND[:PATH][@CONCEPT],...",
                    help=f"detectors scoring the run's images: {kinds}")
     g.add_argument("--report", nargs="+", metavar="RUN_DIR",
-                   help="write a report of these run directories into --out (report.md, figures, CSV)")
+                   help="write a report of these run directories into --out (report.md, figures, CSV); "
+                   "a sweep directory stands for its cells and adds the erasure × concept grid")
 
 
 def apply_eval_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -41,20 +42,25 @@ def apply_eval_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """``--report RUN_DIR ... --out REPORT_DIR``: write the report; print report.md's path."""
+    """``--report RUN_DIR|SWEEP_DIR ... --out REPORT_DIR``: write the report; print report.md's path."""
     from .exit_codes import EXIT_OK, EXIT_USAGE
 
     if not args.out:
         print("memtui: --report needs --out REPORT_DIR", file=sys.stderr)
         return EXIT_USAGE
-    missing = [p for p in args.report if not (Path(p) / "spec.json").is_file()]
+    missing = [p for p in args.report if not (Path(p) / "spec.json").is_file()
+               and not (Path(p) / "sweep.json").is_file()]
     if missing:
-        print(f"memtui: not a run directory (no spec.json): {', '.join(missing)}", file=sys.stderr)
+        print(f"memtui: not a run or sweep directory (no spec.json or sweep.json): {', '.join(missing)}",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         from memtui.engine.report import write_report
 
         path = write_report(args.report, args.out)
+    except ValueError as e:  # a damaged sweep.json, a sweep with no cell runs yet
+        print(f"memtui: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except ImportError as e:
         print(f"memtui: {e}", file=sys.stderr)
         return EXIT_USAGE

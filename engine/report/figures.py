@@ -32,7 +32,7 @@ def plt() -> Any:
     return pyplot
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
@@ -66,7 +66,7 @@ def nll_histogram(run: RunData, path: Path) -> Path | None:
     ax.set_ylabel("density")
     ax.set_title(f"{run.name}: {run.method} / {run.concept}")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def psnr_distributions(runs: Sequence[RunData], path: Path) -> Path | None:
@@ -90,7 +90,7 @@ def psnr_distributions(runs: Sequence[RunData], path: Path) -> Path | None:
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("reconstruction PSNR")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def relative_distances(runs: Sequence[RunData], path: Path) -> Path | None:
@@ -106,7 +106,7 @@ def relative_distances(runs: Sequence[RunData], path: Path) -> Path | None:
     ax.set_xticks(range(len(pts)), [n for n, _ in pts], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("relative distance")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _img(run: RunData, rel: Any) -> np.ndarray | None:
@@ -144,7 +144,7 @@ def pairs_grid(run: RunData, path: Path, n: int = 8) -> Path | None:
         if j == 0:
             axes[0][0].set_ylabel("query", fontsize=8)
             axes[1][0].set_ylabel("reconstruction", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _seeds(run: RunData, recs: Sequence[dict[str, Any]]) -> np.ndarray | None:
@@ -201,7 +201,7 @@ def memory_distance_histogram(dists: dict[str, dict[str, Any]], title: str, path
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def memory_grid(run: RunData, target_id: str, path: Path, n: int = 10) -> Path | None:
@@ -228,4 +228,4 @@ def memory_grid(run: RunData, target_id: str, path: Path, n: int = 10) -> Path |
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{run.name}: memories of target {target_id}", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)

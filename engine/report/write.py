@@ -1,6 +1,7 @@
 """``write_report(run_dirs, out_dir)``: a Markdown report (``report.md``) with PNG figures
 (``figures/``) and CSV files of every number (``runs.csv``, ``items.csv``, ``method_concept.csv``,
-``detection.csv``, ``memory_distances.csv``) for one or more run directories.
+``detection.csv``, ``memory_distances.csv``, ``sweep_grid.csv``) for one or more run directories
+or sweep folders.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 from memtui.engine.data.datasets import safe_id
 from memtui.engine.report import figures as F
 from memtui.engine.report.collect import DamagedRunError, RunData, item_rows, load_run, run_row
+from memtui.engine.report.sweep_grid import expand_sweeps, grid_heatmap, grid_rows, groups, matrix
 
 __all__ = ["write_report"]
 
@@ -145,7 +147,8 @@ def _run_parts(r: RunData, figs: Path) -> dict[str, Any]:
 
 def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
                  warn: Callable[[str], None] | None = None) -> Path:
-    """Write the report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``. A run
+    """Write the report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``. A sweep
+    folder (``sweep.json``) stands for its cells' run directories and adds the grid section. A run
     that cannot be read (damaged files, an unreadable image) is skipped: ``warn`` (default: a line
     on stderr) gets its name and reason, and report.md lists it under "Skipped runs"."""
     if not run_dirs:
@@ -154,7 +157,9 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in run_dirs]
+    paths, sweeps = expand_sweeps([Path(p) for p in run_dirs])
+    if not paths:
+        raise ValueError("no run directories to report on (the sweeps given have no cell runs yet)")
     runs: list[RunData] = []
     parts: dict[str, dict[str, Any]] = {}
     skipped: list[tuple[str, Path, str]] = []
@@ -214,6 +219,33 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
             md.append(_matrix(mc, "erased_psnr_seed_only_mean"))
         if (f := figure(lambda: F.relative_distances(runs, figs / "relative_distance.png"), "relative distances")):
             md.append(f"\n\n![relative distances](figures/{f.name})")
+
+    # ---- sweeps: the grid across erasure methods x concepts
+    sweep_rows: list[dict[str, Any]] = []
+    for sw in sweeps:
+        rows_sw = grid_rows(sw, runs)
+        sweep_rows += rows_sw
+        md.append(f"\n## Sweep {sw.name}: the grid (figure 5)\n\n{len(sw.data['cells'])} cell(s) in "
+                  f"`{sw.path}`, {len(rows_sw)} with a run"
+                  + (f"; not started yet: {', '.join(sw.missing)}" if sw.missing else "") + ". "
+                  "Rows: the checkpoints' erasure methods; columns: concepts. Cells that are not finished "
+                  "show what they have so far (status in sweep_grid.csv).\n")
+        for (base, method), g in groups(rows_sw).items():
+            md.append(f"\n### base {base} · {method}\n")
+            for key, what in (("erased_psnr_mean", "Mean erased-set PSNR (dB)"),
+                              ("erased_psnr_seed_only_mean", "Mean erased-set seed-only PSNR (dB)"),
+                              ("relative_distance", "Relative distance EMD(erased, N) / EMD(reference, N)")):
+                labels, concepts, m = matrix(g, key)
+                if np.isnan(m).all():
+                    continue
+                md.append(f"\n{what}:\n")
+                md.append(_table(["erasure \\ concept", *concepts],
+                                 [[lab, *[None if np.isnan(v) else float(v) for v in m[i]]]
+                                  for i, lab in enumerate(labels)]))
+            fname = f"sweep_{safe_id(sw.name)}_{safe_id(base)}_{safe_id(method)}.png"
+            if (f := figure(lambda: grid_heatmap(g, f"{sw.name}: base {base}, {method}", figs / fname),
+                            f"grid {sw.name}/{base}/{method}")):
+                md.append(f"\n\n![grid {sw.name} {base} {method}](figures/{f.name})")
 
     # ---- figures
     if (f := figure(lambda: F.psnr_distributions(runs, figs / "psnr.png"), "PSNR distributions")):
@@ -275,6 +307,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         "method_concept.csv": _write_csv(out / "method_concept.csv", mc),
         "detection.csv": _write_csv(out / "detection.csv", det_rows),
         "memory_distances.csv": _write_csv(out / "memory_distances.csv", mem_rows),
+        "sweep_grid.csv": _write_csv(out / "sweep_grid.csv", sweep_rows),
     }
     md.append("\n## Data files\n\n" + "\n".join(f"- [`{n}`]({n})" for n, p in written.items() if p))
     report = out / "report.md"

@@ -184,3 +184,36 @@ def test_failing_cell_and_kill_9_then_rerun(tiny_pipe_dir, tmp_path) -> None:
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
     book = {c["name"]: c for c in json.loads((out / "sweep.json").read_text())["cells"]}
     assert book[good.name]["status"] == "finished" and book["orig-a__a__ddim__concept"]["status"] == "failed"
+
+
+def test_report_of_a_sweep_has_the_grid(grid, tmp_path, capsys) -> None:
+    """--report SWEEP_DIR: every cell's run is in the report, and the erasure × concept tables and
+    sweep_grid.csv hold each cell's own summary numbers."""
+    import csv
+
+    pytest.importorskip("matplotlib")
+    _, out, _ = grid
+    rep = tmp_path / "rep"
+    assert main(["--batch", "--report", str(out), "--out", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert "## Sweep tiny: the grid (figure 5)" in md and "4 cell(s)" in md and "4 with a run" in md
+    assert "### base tiny · ddim" in md and "### base tiny · fpi" in md
+    summaries = {c: RunDir(out / c).read_summary() for c in CELLS}
+    ddim = md.split("### base tiny · ddim", 1)[1].split("###", 1)[0]
+    psnr_table = ddim.split("Mean erased-set PSNR (dB):", 1)[1].split("\n\n", 2)[1]
+    assert psnr_table.splitlines()[0] == "| erasure \\ concept | a | b |"
+    got = {ln.split(" | ")[0].lstrip("| "): ln for ln in psnr_table.splitlines()[2:]}
+    assert set(got) == {"none (orig-a)", "orig-b"}
+    want_a = summaries["orig-a__a__ddim__concept"]["sets"]["erased"]["psnr"]["mean"]
+    assert f"| {want_a:.4g} | – |" in got["none (orig-a)"]
+    rows = list(csv.DictReader((rep / "sweep_grid.csv").open()))
+    assert [r["cell"] for r in rows] == CELLS
+    for r in rows:
+        s = summaries[r["cell"]]
+        rd = s.get("relative_distance")  # None with one item per set (no EMD of one value)
+        assert (r["relative_distance"] == "") if rd is None else float(r["relative_distance"]) == pytest.approx(rd)
+        assert float(r["erased_nll_mean"]) == pytest.approx(s["sets"]["erased"]["nll"]["mean"], rel=1e-9)
+        assert r["status"] == "finished" and r["erasure"] in ("none", "")
+    assert (rep / "figures" / "sweep_tiny_tiny_ddim.png").stat().st_size > 1000
+    assert main(["--batch", "--report", str(tmp_path / "nothing"), "--out", str(rep)]) == 2
+    assert "not a run or sweep directory" in capsys.readouterr().err
