@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .signals import StopOnSignals
-from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["add_sweep_arguments", "run_sweep_command", "sweep_status", "status_rows"]
 
@@ -38,7 +38,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Validate the sweep file (every cell's spec) before anything is written, then run it."""
     from memtui.engine.runs.executors import executor_names
-    from memtui.engine.runs.sweep import SweepError, load_sweep, run_sweep
+    from memtui.engine.runs.sweep import RunLockedError, SweepError, load_sweep, run_sweep
 
     if not args.out:
         _err("--sweep needs --out SWEEP_DIR")
@@ -58,6 +58,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         with StopOnSignals(cancel, "stopping every cell after its current batch (the sweep stays resumable)",
                            abort_on_second=False):
             result = run_sweep(sweep, args.out, executor=executor, workers=args.workers, cancel=cancel, say=_err)
+    except RunLockedError as e:
+        _err(str(e))
+        return EXIT_LOCKED
     except (ValueError, OSError, RuntimeError) as e:
         _err(str(e))
         return EXIT_USAGE

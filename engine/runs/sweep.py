@@ -21,12 +21,14 @@ from typing import Any
 
 from memtui.engine.core.io import atomic_write_text, jsonable, utc_now
 from memtui.engine.runs.spec import RunSpec, SpecError
-from memtui.engine.runs.store import RunDir
+from memtui.engine.runs.store import RunDir, RunLockedError
 
 __all__ = ["SweepError", "Sweep", "Cell", "CellTask", "SweepBook", "load_sweep", "parse_sweep", "run_sweep",
-           "read_sweep_json", "cell_finished", "SWEEP_JSON", "CELL_STATUSES"]
+           "read_sweep_json", "cell_finished", "SWEEP_JSON", "SWEEP_LOCK", "SweepLock", "RunLockedError",
+           "CELL_STATUSES"]
 
 SWEEP_JSON = "sweep.json"
+SWEEP_LOCK = "sweep.pid"
 SPECS_DIR = ".specs"
 LOGS_DIR = ".logs"
 FORMAT = 1
@@ -405,6 +407,19 @@ class SweepBook:
 
 
 # ---------------------------------------------------------------------------- running
+class SweepLock(RunDir):
+    """The sweep command's lock, ``SWEEP_DIR/sweep.pid``: the run directory's lock (atomic
+    creation, stale-lock take-over, see docs/run-format.md) under its own file name, so that one
+    sweep command at a time drives a sweep directory (sweep.json has one writer)."""
+
+    LOCK = SWEEP_LOCK
+
+    def _locked_message(self, lock: Mapping[str, Any]) -> str:
+        return (f"sweep {self.path} is being run by process {lock.get('pid')} on {lock.get('host')} "
+                f"(since {lock.get('started')}); wait for it or stop it first")
+
+
+
 @dataclass
 class SweepResult:
     statuses: dict[str, str] = field(default_factory=dict)
@@ -439,6 +454,16 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike[str], executor: str | None = 
     ex = get_executor(name)(workers=workers if workers is not None else sweep.workers,
                             options=sweep.executor_options.get(name))
     out.mkdir(parents=True, exist_ok=True)
+    lock = SweepLock(out)
+    lock.acquire_lock()  # RunLockedError: another sweep command drives this folder
+    try:
+        return _run_locked(sweep, out, name, ex, cancel, say)
+    finally:
+        lock.release_lock()
+
+
+def _run_locked(sweep: Sweep, out: Path, name: str, ex: Any, cancel: threading.Event,
+                say: Callable[[str], None]) -> SweepResult:
     (out / SPECS_DIR).mkdir(exist_ok=True)
     (out / LOGS_DIR).mkdir(exist_ok=True)
     book = SweepBook(sweep, out, name)

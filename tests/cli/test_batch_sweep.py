@@ -217,3 +217,30 @@ def test_report_of_a_sweep_has_the_grid(grid, tmp_path, capsys) -> None:
     assert (rep / "figures" / "sweep_tiny_tiny_ddim.png").stat().st_size > 1000
     assert main(["--batch", "--report", str(tmp_path / "nothing"), "--out", str(rep)]) == 2
     assert "not a run or sweep directory" in capsys.readouterr().err
+
+
+def test_a_second_sweep_command_on_a_busy_sweep_dir_is_refused(tiny_pipe_dir, tmp_path, capsys) -> None:
+    """sweep.pid: while one sweep command drives SWEEP_DIR another exits 3 and changes nothing;
+    after the first is stopped (SIGINT, resumable) the folder is free again."""
+    sweep = write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=3, items=3)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out),
+                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*/results.jsonl")):
+            time.sleep(0.02)
+        assert proc.poll() is None and (out / "sweep.pid").is_file()
+        assert main(["--batch", "--sweep", str(sweep), "--out", str(out)]) == 3
+        assert f"sweep {out} is being run by process {proc.pid}" in capsys.readouterr().err
+        assert json.loads((out / "sweep.json").read_text())["executor"]["pid"] == proc.pid
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert not (out / "sweep.pid").exists()
+    assert main(["--batch", "--sweep", str(sweep), "--out", str(out), "--workers", "1"]) == 0
