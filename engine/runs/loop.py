@@ -48,6 +48,7 @@ from memtui.engine.core.cancel import is_cancelled
 from memtui.engine.core.device import empty_cache, is_oom, resolve_device
 from memtui.engine.core.io import utc_now
 from memtui.engine.runs.schema import FORMAT_VERSION
+from memtui.engine.runs.identity import model_identities
 from memtui.engine.runs.spec import RunSpec, SpecMismatchError
 from memtui.engine.runs.store import RunDir
 
@@ -231,7 +232,7 @@ class ItemLoop:
             self.check_fingerprint(events, fingerprint)
         self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
                       batch_size=self.batch_size, device=self.device, format_version=FORMAT_VERSION,
-                      **({"fingerprint": fingerprint} if first else {}))
+                      **({"fingerprint": fingerprint, "models": model_identities(self.spec)} if first else {}))
         cancelled = False
         try:
             groups = iter(self.groups(done))

@@ -55,6 +55,22 @@ class SpecMismatchError(SpecError):
             + "\nUse the stored spec (omit those options), another --out, or --restart to start over.")
 
 
+class ModelChangedError(SpecMismatchError):
+    """The model files of an existing run are not the ones it was started with (same paths, other
+    weights). ``differences`` maps ``base`` / ``ablated`` to ``(stored, now)`` identities."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], differences: dict[str, tuple[Any, Any]]) -> None:
+        self.run_dir = str(run_dir)
+        self.differences = differences
+        lines = [f"  {k}: started with {v[0].get('files')} weight file(s), {v[0].get('bytes')} bytes, "
+                 f"digest {v[0].get('digest')}; now {v[1].get('files')} file(s), {v[1].get('bytes')} bytes, "
+                 f"digest {v[1].get('digest')}" for k, v in differences.items()]
+        SpecError.__init__(
+            self, f"run directory {self.run_dir} was started with other model weights at the same paths:\n"
+            + "\n".join(lines) + "\nResuming would mix records of two models: use another --out, or "
+            "--restart to start over with the current weights.")
+
+
 def _norm_path(value: str | None) -> str | None:
     """A path's canonical form (absolute, symlinks resolved) when it exists, else the text as given
     (a cached model id such as ``CompVis/stable-diffusion-v1-4`` stays as it is)."""

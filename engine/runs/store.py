@@ -31,7 +31,8 @@ from typing import Any
 
 from memtui.engine.core.io import (append_jsonl, atomic_write_bytes, atomic_write_text, jsonable, parse_jsonl,
                                    read_jsonl, truncate_torn_tail, utc_now)
-from memtui.engine.runs.spec import RunSpec, SpecMismatchError
+from memtui.engine.runs.identity import identity_changes, model_identities
+from memtui.engine.runs.spec import ModelChangedError, RunSpec, SpecMismatchError
 
 EVENT_TYPES = ("started", "resumed", "progress", "item_done", "item_error", "finished", "cancelled", "failed")
 TERMINAL = {"finished", "cancelled", "failed"}
@@ -168,8 +169,9 @@ class RunDir:
     def prepare(self, spec: RunSpec, restart: bool = False) -> str:
         """Make this directory ready to run ``spec``: ``"new"`` (created), ``"resume"`` (stored spec
         matches; a torn JSONL tail is cut) or ``"restart"`` (old contents moved to
-        ``.old-<UTC timestamp>/``). Raises :class:`SpecMismatchError` naming every differing field,
-        or :class:`RunLockedError` if a live process holds the run."""
+        ``.old-<UTC timestamp>/``). Raises :class:`SpecMismatchError` naming every differing field
+        (:class:`ModelChangedError` when the model files at the same paths are not the ones the run
+        started with), or :class:`RunLockedError` if a live process holds the run."""
         self.path.mkdir(parents=True, exist_ok=True)
         with _dir_mutex(self.path):  # no other process takes the lock while this checks and changes
             if not self.exists():
@@ -185,10 +187,20 @@ class RunDir:
             diffs = stored.differences(spec)
             if diffs:
                 raise SpecMismatchError(self.path, diffs)
+            self._check_models(spec)
             self.write_spec(spec)  # non-result fields (batch size, device) may change on resume
             for name in (self.EVENTS, self.RESULTS):
                 truncate_torn_tail(self.path / name)
             return "resume"
+
+    def _check_models(self, spec: RunSpec) -> None:
+        """:class:`ModelChangedError` when the ``started`` event recorded other model identities
+        than the files at ``spec``'s paths have now (runs that recorded none are not checked)."""
+        stored = next((e.get("models") for e in self.read_events() if e.get("type") == "started"), None)
+        if isinstance(stored, dict):
+            changes = identity_changes(stored, model_identities(spec))
+            if changes:
+                raise ModelChangedError(self.path, changes)
 
     def archive(self) -> Path | None:
         """Move everything but earlier archives and the console's own files (``console.pid``,
