@@ -215,16 +215,25 @@ def test_two_batch_runs_started_together_on_one_out_only_one_runs(tiny_pipe_dir,
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    overlapped = 0
     for t in range(trials):
         results = [json.loads(f.read_text()) for f in sorted(tmp_path.glob(f"result{t}.*"))]
         codes = sorted(code for code, _ in results)
+        overlapped += codes == [0, 3]
+        out = tmp_path / f"run{t}"
+        types = [e["type"] for e in RunDir(out).read_events()]
+        assert not (out / "run.pid").exists()
+        if codes == [0, 0]:
+            # on a loaded machine the second process may start only after the first has finished:
+            # then it resumes a finished run and computes nothing (never two writers at once)
+            i = types.index("resumed")
+            assert types.count("started") == 1 and "finished" in types[:i] and "item_done" not in types[i:], types
+            continue
         assert codes == [0, 3], (t, results)
         loser = next(err for code, err in results if code == 3)
         assert "is being run by process" in loser and "wait for it or cancel it first" in loser
-        out = tmp_path / f"run{t}"
-        types = [e["type"] for e in RunDir(out).read_events()]
         assert types.count("finished") == 1 and types.count("started") == 1 and "resumed" not in types, types
-        assert not (out / "run.pid").exists()
+    assert overlapped >= 1  # the lock was contended at least once (not every trial ran one after the other)
 
 
 def test_sighup_stops_the_run_resumable_without_a_stale_lock(tiny_pipe_dir, concept_data, tmp_path) -> None:
