@@ -87,6 +87,9 @@ class CellTask:
     command: list[str]
     run_dir: Path
     log: Path
+    #: the job an earlier sweep command submitted for this cell and recorded as pending/running
+    #: (an executor may follow it instead of starting the cell again)
+    previous_job: str | None = None
 
 
 def cell_command(spec_file: Path, run_dir: Path) -> list[str]:
@@ -429,6 +432,19 @@ class SweepResult:
         return sum(1 for s in self.statuses.values() if s == status)
 
 
+def _previous_jobs(out: Path, executor: str) -> dict[str, str]:
+    """Cell -> job id that the last sweep command on ``out`` (same executor) recorded for a cell
+    still pending or running when it stopped (e.g. killed with its tasks left on the cluster)."""
+    try:
+        data = read_sweep_json(out)
+    except (OSError, ValueError):
+        return {}
+    if (data.get("executor") or {}).get("name") != executor:
+        return {}
+    return {str(c["name"]): str(c["job_id"]) for c in data["cells"]
+            if c.get("job_id") and c.get("status") in ("pending", "running")}
+
+
 def _last_error_line(log: Path) -> str:
     try:
         lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
@@ -466,6 +482,7 @@ def _run_locked(sweep: Sweep, out: Path, name: str, ex: Any, cancel: threading.E
                 say: Callable[[str], None]) -> SweepResult:
     (out / SPECS_DIR).mkdir(exist_ok=True)
     (out / LOGS_DIR).mkdir(exist_ok=True)
+    previous = _previous_jobs(out, name)
     book = SweepBook(sweep, out, name)
     result = SweepResult()
     tasks: list[CellTask] = []
@@ -477,14 +494,16 @@ def _run_locked(sweep: Sweep, out: Path, name: str, ex: Any, cancel: threading.E
             continue
         spec_file = out / SPECS_DIR / f"{c.name}.json"
         atomic_write_text(spec_file, c.spec.to_json() + "\n")
-        tasks.append(CellTask(c.name, cell_command(spec_file, run_dir), run_dir, out / LOGS_DIR / f"{c.name}.log"))
+        tasks.append(CellTask(c.name, cell_command(spec_file, run_dir), run_dir, out / LOGS_DIR / f"{c.name}.log",
+                              previous.get(c.name)))
     say(f"sweep {sweep.name}: {len(sweep.cells)} cell(s), {len(sweep.cells) - len(tasks)} finished, "
         f"{len(tasks)} to run with the {name} executor")
     book.workers(ex.describe())
 
     def on_queued(task: CellTask, job: Mapping[str, Any]) -> None:
         book.cell(task.name, status="pending", job_id=job.get("job_id"), error=None, exit_code=None)
-        say(f"cell {task.name}: queued (job {job.get('job_id')})")
+        say(f"cell {task.name}: " + (f"following job {job.get('job_id')} (submitted by an earlier sweep command)"
+                                     if job.get("followed") else f"queued (job {job.get('job_id')})"))
 
     def on_start(task: CellTask, worker: Mapping[str, Any], pid: int | None) -> None:
         fields = {"job_id": worker["job_id"]} if worker.get("job_id") else {}

@@ -161,3 +161,39 @@ def test_preempted_task_is_requeued_and_resumes(slurm_cluster, tiny_pipe_dir, tm
     ids = [r["item_id"] for r in lines]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
     assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")
+
+
+def test_a_restarted_sweep_command_follows_its_running_tasks(slurm_cluster, tiny_pipe_dir, tmp_path,
+                                                            one_thread_env, capsys) -> None:
+    """The sweep command is killed (an SSH session dropped on the login node) while its task runs on
+    the cluster; running it again follows that same job instead of submitting the cell again."""
+    sweep = with_slurm(write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=4, items=3))
+    sweep.write_text(sweep.read_text() + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\n'
+                                         'analysis = "concept"\n')
+    out = tmp_path / "out"
+    cell = out / "orig-b__b__ddim__concept"
+    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            res = cell / "results.jsonl"
+            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None
+        job = json.loads((out / "sweep.json").read_text())["cells"][0]["job_id"]
+        proc.kill()  # the sweep command only: its Slurm task goes on
+        proc.wait()
+        assert main(["--batch", "--sweep", str(sweep), "--out", str(out)]) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert f"following job {job}" in capsys.readouterr().err
+    book = json.loads((out / "sweep.json").read_text())["cells"][0]
+    assert book["status"] == "finished" and book["job_id"] == job
+    types = [e["type"] for e in RunDir(cell).read_events()]
+    assert types.count("started") == 1 and "resumed" not in types and types[-1] == "finished", types
+    assert [p.name for p in (out / ".slurm").iterdir() if not p.name.startswith(".")] == [job.split("_")[0]]  # one job
+    assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")

@@ -182,15 +182,27 @@ class SlurmExecutor(Executor):
             on_queued: OnQueued | None = None) -> None:
         if not tasks:
             return
+        import submitit
+
         folder = tasks[0].log.parent.parent / ".slurm"
         ex = self._executor(folder, len(tasks))
-        with ex.batch():
-            jobs = [ex.submit(CellJob(), t.command, str(t.log)) for t in tasks]
+        # tasks an earlier sweep command left queued or running on the cluster are followed, not
+        # submitted again (a second writer would only find the cell's run directory locked)
+        previous = squeue_states([t.previous_job for t in tasks if t.previous_job])
+        follow = {t.name: t.previous_job for t in tasks
+                  if t.previous_job and previous.get(t.previous_job, ("", ""))[0] not in ("", *ENDED)}
+        new = [t for t in tasks if t.name not in follow]
+        jobs: list[tuple["CellTask", Any, bool]] = [
+            (t, submitit.SlurmJob(folder=folder / "%j", job_id=follow[t.name]), True) for t in tasks if t.name in follow]
+        if new:
+            with ex.batch():
+                submitted = [ex.submit(CellJob(), t.command, str(t.log)) for t in new]
+            jobs += [(t, job, False) for t, job in zip(new, submitted)]
         live: dict[str, tuple["CellTask", Any]] = {}
-        for t, job in zip(tasks, jobs):
+        for t, job, followed in jobs:
             live[job.job_id] = (t, job)
             if on_queued is not None:
-                on_queued(t, {"id": job.job_id, "job_id": job.job_id})
+                on_queued(t, {"id": job.job_id, "job_id": job.job_id, "followed": followed})
         started: set[str] = set()
         last: dict[str, str] = {}
         gone_since: dict[str, float] = {}
