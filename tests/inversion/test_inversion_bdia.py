@@ -14,6 +14,7 @@ from memtui.engine.diffusion.ddim import ddim_sample
 from memtui.engine.inversion.api import InversionConfig, call_phases, invert_images
 from memtui.engine.inversion.bdia import bdia_invert, bdia_sample
 from memtui.engine.inversion.methods.bdia import BDIAInversion, BDIAOptions
+from tests.inversion.schedule import sd14_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
 
@@ -21,21 +22,10 @@ PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 DEFAULT_GAMMA = BDIAOptions().gamma
 
 
-def sd14_alphas_cumprod() -> np.ndarray:
-    """alphas_cumprod of SD 1.4 ("scaled_linear" betas 0.00085 -> 0.012, 1000 steps) in float64."""
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
-    return np.cumprod(1.0 - betas)
-
-
 def ddim_map(z: np.ndarray, e: np.ndarray, a_from: float, a_to: float) -> np.ndarray:
     """DDIM map written as predicted x0 re-noised: ``sqrt(a_to)·x0 + sqrt(1 − a_to)·e``."""
     x0 = (z - np.sqrt(1 - a_from) * e) / np.sqrt(a_from)
     return np.sqrt(a_to) * x0 + np.sqrt(1 - a_to) * e
-
-
-@pytest.fixture(scope="module")
-def z0() -> torch.Tensor:
-    return torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7))
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,12 @@ import torch
 from diffusers import DDIMScheduler
 
 from memtui.engine.inversion import ddim_invert, ddim_sample, ddim_trajectory, ddim_trajectory_t1
+from tests.inversion.schedule import sd14_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
 
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
-
-
-def sd14_alphas_cumprod() -> np.ndarray:
-    """alphas_cumprod of SD 1.4 ("scaled_linear" betas 0.00085 -> 0.012, 1000 steps) in float64."""
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
-    return np.cumprod(1.0 - betas)
-
-
-@pytest.fixture(scope="module")
-def z0() -> torch.Tensor:
-    return torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7))
 
 
 @pytest.fixture(scope="module")

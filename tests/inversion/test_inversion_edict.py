@@ -14,22 +14,16 @@ from memtui.engine.inversion.api import InversionConfig, call_phases, invert_ima
 from memtui.engine.inversion.edict import edict_coefficients, edict_invert, edict_sample, edict_step, edict_step_inverse
 from memtui.engine.inversion.methods.edict import EDICTInversion, EDICTOptions
 from memtui.engine.inversion.registry import get_method, method_names
+from tests.inversion.schedule import sd14_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
 
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 
 
-def sd14_alphas_cumprod() -> np.ndarray:
-    """alphas_cumprod of SD 1.4 ("scaled_linear" betas 0.00085 -> 0.012, 1000 steps), computed in
-    float32 as diffusers' schedulers hold it (float64 betas differ by ~1e-6 relative)."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float32) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).double().numpy()
-
-
 def hand_coefficients(t: int, steps: int) -> tuple[float, float]:
     """The DDIM map z -> a·z + b·eps from level alphas_cumprod[t] to one stride below (or [0])."""
-    ac = sd14_alphas_cumprod()
+    ac = sd14_alphas_cumprod(float32=True)
     a_t, a_s = ac[t], ac[max(t - 1000 // steps, 0)]
     a = np.sqrt(a_s / a_t)
     return float(a), float(np.sqrt(1 - a_s) - a * np.sqrt(1 - a_t))
@@ -41,11 +35,6 @@ def pipe64(tiny_pipe):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return copy.deepcopy(tiny_pipe).to(dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
-def z0() -> torch.Tensor:
-    return torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7))
 
 
 @pytest.fixture(scope="module")

@@ -35,17 +35,12 @@ from memtui.engine.inversion.ddim import ddim_invert
 from memtui.engine.inversion.fpi import fpi_invert
 from memtui.engine.inversion.methods.fpi import FPIInversion, FPIOptions
 from memtui.engine.inversion.registry import get_method
+from tests.inversion.schedule import sd14_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("_one_thread")  # single-threaded torch: see tests/conftest.py
 
 PROMPTS = ["a red circle", "a blue square", "a photo of a dog"]
 ITERS, TOL = FPIOptions().iterations, FPIOptions().tolerance
-
-
-def sd14_alphas_cumprod() -> np.ndarray:
-    """alphas_cumprod of SD 1.4 ("scaled_linear" betas 0.00085 -> 0.012, 1000 steps) in float64."""
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
-    return np.cumprod(1.0 - betas)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,11 +63,6 @@ def cast(pipe, dtype):
 @pytest.fixture(scope="module")
 def pipes(tiny_pipe):
     return {"fp32": tiny_pipe, "fp64": cast(tiny_pipe, torch.float64)}
-
-
-@pytest.fixture(scope="module")
-def z0() -> torch.Tensor:
-    return torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7))
 
 
 @pytest.fixture(scope="module")
