@@ -104,7 +104,11 @@ class BrowseScreen(Screen):
     # ------------------------------------------------------------------------------ scanning
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-runs")
     def scan_runs(self) -> None:
-        self.post_message(Scanned("runs", jobs.find_runs(self.app.cfg.runs_path)))
+        from .sweep import find_sweeps
+
+        runs_path = self.app.cfg.runs_path
+        entries = jobs.find_runs(runs_path) + find_sweeps(runs_path)  # a sweep folder: one row
+        self.post_message(Scanned("runs", sorted(entries, key=lambda e: e.name)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-assets")
     def scan_assets(self) -> None:
@@ -145,7 +149,8 @@ class BrowseScreen(Screen):
                     "concept 'circle' erased (ctrl+g to add your own checkpoint and dataset folders).")
         return "No runs yet. Press n to start one."
 
-    def run_row(self, r: jobs.RunInfo) -> tuple:
+    def run_row(self, r: Any) -> tuple:
+        """A run's row, or a sweep's (``SweepView``: analysis "sweep", progress "k/n cells")."""
         mark = "●" if str(r.path) in self.marked else " "
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
         last = Text(r.problem, style="red") if r.problem else r.headline()
@@ -191,10 +196,14 @@ class BrowseScreen(Screen):
         entry = self.current_entry()
         if entry is None:
             return
+        from .sweep import SweepScreen, SweepView
+
         if isinstance(entry, jobs.RunInfo):
             from .run import RunScreen
 
             self.app.push_screen(RunScreen(entry.path))
+        elif isinstance(entry, SweepView):
+            self.app.push_screen(SweepScreen(entry.path))
         else:
             self.action_open_screen("inspect")
 
@@ -208,10 +217,11 @@ class BrowseScreen(Screen):
 
     def marked_runs(self) -> list[jobs.RunInfo]:
         """The runs marked with space, in list order."""
-        return [r for r in self.entries["runs"] if str(r.path) in self.marked]
+        return [r for r in self.all_runs() if str(r.path) in self.marked]
 
     def all_runs(self) -> list[jobs.RunInfo]:
-        return list(self.entries["runs"])
+        """The runs listed (sweep rows left out)."""
+        return [e for e in self.entries["runs"] if isinstance(e, jobs.RunInfo)]
 
     def action_mark(self) -> None:
         entry = self.current_entry()
@@ -223,8 +233,14 @@ class BrowseScreen(Screen):
         table.update_cell(key, "mark", "●" if key in self.marked else " ")
 
     def action_cancel_run(self) -> None:
+        from .sweep import SweepView, cancel_sweep
+
         entry = self.current_entry()
-        if isinstance(entry, jobs.RunInfo):
+        if isinstance(entry, SweepView):
+            ok = cancel_sweep(entry.path) is not None
+            self.notify(f"asked sweep {entry.name} to stop" if ok else f"sweep {entry.name} is not running",
+                        severity="information" if ok else "warning")
+        elif isinstance(entry, jobs.RunInfo):
             ok = jobs.cancel_run(entry.path)
             self.notify(f"asked {entry.name} to stop" if ok else f"{entry.name} is not running",
                         severity="information" if ok else "warning")
