@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +32,11 @@ from memtui.engine.runs.sweep import SWEEP_JSON, SweepLock, read_sweep_json
 from ..batch_sweep import status_rows
 from .browse import STATUS_STYLE
 
-__all__ = ["SweepView", "read_sweep", "is_sweep_dir", "find_sweeps", "cancel_sweep", "SweepScreen"]
+__all__ = ["SweepView", "read_sweep", "is_sweep_dir", "find_sweeps", "cancel_sweep", "start_sweep", "SweepScreen"]
 
 POLL_S = 2.0
+LOG_FILE = "console-sweep.log"  # SWEEP_DIR/<this>: output of a sweep command the console started
+_STARTED: dict[int, subprocess.Popen] = {}  # sweep commands this console started, until reaped
 CELL_STYLE = {**STATUS_STYLE, "pending": "dim"}
 
 
@@ -151,6 +155,31 @@ def cancel_sweep(path: Path, sig: int = signal.SIGINT) -> int | None:
     return pid
 
 
+def reap_started() -> None:
+    """Collect the exit status of the sweep commands this console started that have ended."""
+    for pid, proc in list(_STARTED.items()):
+        if proc.poll() is not None:
+            _STARTED.pop(pid, None)
+
+
+def start_sweep(view: SweepView) -> subprocess.Popen:
+    """Run (resume) the sweep: ``python -m memtui --batch --sweep <sweep.json's source> --out
+    SWEEP_DIR`` in its own session (it outlives the console), output to ``SWEEP_DIR/console-sweep.log``.
+    ValueError when the sweep file is not known or gone, or a sweep command already runs it."""
+    if view.pid is not None:
+        raise ValueError(f"sweep {view.sweep_name} is already running (pid {view.pid})")
+    if not view.source or not Path(view.source).is_file():
+        raise ValueError(f"the sweep file {view.source or '(not recorded)'} is not there; "
+                         "run memtui --batch --sweep FILE --out SWEEP_DIR in a shell")
+    cmd = [sys.executable, "-m", "memtui", "--batch", "--sweep", view.source, "--out", str(view.path)]
+    with open(view.path / LOG_FILE, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    reap_started()
+    _STARTED[proc.pid] = proc
+    return proc
+
+
 # ---------------------------------------------------------------------------- grid layout
 def row_label(cell: dict[str, Any], many_bases: bool) -> str:
     """The checkpoint's erasure method with its name when they differ (as the report labels rows),
@@ -193,11 +222,13 @@ class SweepScreen(Screen):
     HELP = ("A sweep's cells as a grid: rows are the checkpoints (erasure method and checkpoint), "
             "columns the concept · method · analysis combinations; each cell shows its status and "
             "headline, refreshed every 2 s. Enter opens the cell's run; x stops the sweep command "
-            "(every cell stops resumably; run the same --sweep command again to resume).")
+            "(every cell stops resumably); R runs the sweep command again in the background, which "
+            "skips finished cells and resumes the others.")
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("enter", "open_cell", "Open cell", show=False),
         Binding("x", "cancel_sweep", "Cancel sweep"),
+        Binding("R", "start_sweep", "Run/resume sweep"),
     ]
 
     def __init__(self, sweep_dir: Path, **kwargs: Any) -> None:
@@ -231,6 +262,7 @@ class SweepScreen(Screen):
         """Re-read the sweep directory every ``POLL_S`` until the screen goes away."""
         worker = get_current_worker()
         while not worker.is_cancelled:
+            reap_started()
             self.post_message(SweepRead(read_sweep(self.sweep_dir)))
             for _ in range(int(POLL_S / 0.1)):
                 if worker.is_cancelled:
@@ -304,3 +336,11 @@ class SweepScreen(Screen):
             self.notify(f"sweep {self.view.sweep_name} is not running", severity="warning")
         else:
             self.notify(f"asked sweep {self.view.sweep_name} (pid {pid}) to stop; its cells stay resumable")
+
+    def action_start_sweep(self) -> None:
+        try:
+            proc = start_sweep(read_sweep(self.sweep_dir))
+        except (ValueError, OSError) as e:
+            self.notify(str(e), severity="warning")
+            return
+        self.notify(f"started sweep {self.view.sweep_name} (pid {proc.pid}); output in {LOG_FILE}")

@@ -195,3 +195,21 @@ async def test_failed_cell_shows_its_error(config, sweep_dir):
         errors = plain(screen.query_one("#sweep-errors"))
         assert f"{victim['name']}: CUDA out of memory" in errors
         assert "1 failed" in plain(screen.query_one("#sweep-title")).replace("\n", "")
+
+
+async def test_R_runs_the_sweep_command_in_the_background(config, sweep_dir):
+    from memtui.screens.sweep import LOG_FILE
+
+    app = make_app(config)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        await open_sweep(pilot, sweep_dir)
+        await pilot.press("R")
+        log = sweep_dir / LOG_FILE
+
+        def said_done() -> bool:
+            return log.is_file() and "memtui: sweep: 4 finished" in log.read_text(errors="replace")
+
+        # the real `memtui --batch --sweep` on this folder: every cell is finished, so it skips them all
+        assert await wait_until(pilot, said_done, limit=600, step=0.1), log.read_text(errors="replace")
+        assert "4 finished, 0 to run" in log.read_text()  # it skipped every finished cell
