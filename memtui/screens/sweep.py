@@ -4,7 +4,7 @@ labels them), columns the (concept, method, analysis) combinations present; each
 status and headline. Enter opens a cell's run; ``x`` asks the sweep command to stop (SIGINT: it
 stops every cell resumably).
 
-The per-cell state is ``memtui.batch_sweep.status_rows`` (read from each cell's run directory);
+The per-cell state is ``memtui.jobs.sweep_rows`` (what ``--sweep-status`` prints) (read from each cell's run directory);
 the sweep command's liveness is its lock, ``SWEEP_DIR/sweep.pid`` (``SweepLock.live_lock``).
 """
 from __future__ import annotations
@@ -29,22 +29,23 @@ from textual.worker import get_current_worker
 
 from memtui.engine.runs.sweep import SWEEP_JSON, SweepLock, read_sweep_json
 
-from ..batch_sweep import status_rows
-from .browse import STATUS_STYLE
+from ..jobs import sweep_rows
 
 __all__ = ["SweepView", "read_sweep", "is_sweep_dir", "find_sweeps", "cancel_sweep", "start_sweep", "SweepScreen"]
 
 POLL_S = 2.0
 LOG_FILE = "console-sweep.log"  # SWEEP_DIR/<this>: output of a sweep command the console started
 _STARTED: dict[int, subprocess.Popen] = {}  # sweep commands this console started, until reaped
-CELL_STYLE = {**STATUS_STYLE, "pending": "dim"}
+# a cell's status (memtui.jobs.sweep_rows) -> style, as the Browse screen colours run statuses
+CELL_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red", "cancelled": "yellow",
+              "broken": "bold red", "incomplete": "yellow", "pending": "dim"}
 
 
 @dataclass
 class SweepView:
     """A sweep directory as the console shows it: sweep.json's name and executor, each cell's axes
-    (from sweep.json) merged with its live row (``status_rows``), and the sweep command's pid while
-    it holds ``sweep.pid``. ``problem`` says why the sweep cannot be read (then ``cells`` is [])."""
+    (from sweep.json) merged with its live row (``memtui.jobs.sweep_rows``), and the sweep
+    command's pid while it holds ``sweep.pid``. ``problem`` says why the sweep cannot be read (then ``cells`` is [])."""
 
     path: Path
     sweep_name: str = ""  # sweep.json's name (the folder's name is ``name``)
@@ -109,7 +110,7 @@ def read_sweep(path: Path) -> SweepView:
     view = SweepView(path=path, sweep_name=path.name)
     try:
         data = read_sweep_json(path)
-        rows = {r["cell"]: r for r in status_rows(path)}
+        rows = {r["cell"]: r for r in sweep_rows(path)}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         view.problem = str(e) or type(e).__name__
         return view
