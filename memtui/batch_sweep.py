@@ -74,8 +74,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def status_rows(sweep_dir: Path) -> list[dict[str, str]]:
-    """One row per cell (``memtui.jobs.sweep_rows``, where the console's Sweep screen reads it too)."""
-    from .jobs import sweep_rows
+    """One row per cell (``memtui.sweeps.sweep_rows``, which the console's Sweep screen reads too)."""
+    from .sweeps import sweep_rows
 
     return sweep_rows(sweep_dir)
 

@@ -269,43 +269,6 @@ def find_runs(runs_dir: Path) -> list[RunInfo]:
     return [read_run(p) for p in entries if is_run_dir(p)]
 
 
-def sweep_rows(sweep_dir: Path) -> list[dict[str, str]]:
-    """A sweep directory's cells (docs/sweeps.md), one row per cell: name, status (pending | running |
-    finished | failed | cancelled), progress, headline, worker/pid, error; read from each cell's run
-    directory. ``memtui --batch --sweep-status`` prints these rows; the console's Sweep screen shows them."""
-    from memtui.engine.runs.sweep import read_sweep_json
-
-    data = read_sweep_json(sweep_dir)
-    rows = []
-    for cell in data["cells"]:
-        name = str(cell.get("name"))
-        recorded = cell.get("status") or "pending"
-        run_dir = Path(sweep_dir) / name
-        info = read_run(run_dir)
-        summary = info.summary or {}
-        if info.status == "running":
-            status = "running"
-        elif info.status == "finished" and summary.get("complete") is True:
-            status = "finished"
-        elif info.status in ("failed", "cancelled"):
-            status = info.status
-        elif info.status == "broken":
-            status = "failed"
-        else:  # new / incomplete: what the sweep recorded when the cell's process ended
-            status = recorded if recorded in ("failed", "cancelled") else "pending"
-        pid = run_pid(run_dir) if status == "running" else None
-        worker = cell.get("worker")
-        if cell.get("job_id"):
-            who = f"job {cell['job_id']}"
-        else:
-            who = "-" if worker is None and pid is None else f"{worker if worker is not None else '?'}/{pid or '-'}"
-        error = cell.get("error") if status in ("failed", "cancelled") else None
-        rows.append({"cell": name, "status": status, "progress": info.progress_text(),
-                     "headline": info.headline() or "-", "worker": who,
-                     "error": error or info.problem or ""})
-    return rows
-
-
 # ---------------------------------------------------------------------------- spawning, cancel
 def batch_command(spec_file: Path, run_dir: Path) -> list[str]:
     """The command line a console-launched run executes (the ``memtui --batch`` code path)."""

@@ -5,12 +5,19 @@ Import them as ``from tests.helpers import ...`` (``tests/`` and its folders are
   COCO-2017) and ``make_captions_set`` (file,caption CSV);
 - fake detector models: ``NUDENET_LABELS``, ``nudenet_weights``, ``classifier_folder``,
   ``STYLE_LABELS``, ``STYLE_BIAS``;
-- generation runs: ``GEN_STEPS``, ``PROMPTS_CSV``, ``generate_spec``.
+- generation runs: ``GEN_STEPS``, ``PROMPTS_CSV``, ``generate_spec``;
+- sweep commands as child processes: ``sweep_command``, ``wait_for_a_record``, ``read_ok_records``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +178,39 @@ def write_captions_csv(root: Path, rows: list[tuple[str, str]]) -> Path:
         w.writerow(["file", "caption"])
         w.writerows(rows)
     return path
+
+
+@contextlib.contextmanager
+def sweep_command(sweep: Path, out: Path, *extra: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """``memtui --batch --sweep SWEEP --out OUT`` as a child process (stderr piped); killed and
+    reaped on the way out if it still runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out),
+                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=os.environ.copy() if env is None else env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def wait_for_a_record(proc: subprocess.Popen, out: Path, cell: str = "*", timeout: float = 180) -> None:
+    """Wait until a cell (``OUT/<cell>/results.jsonl``, any cell by default) has recorded an item;
+    fails if ``proc`` ended first or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r.is_file() and r.read_bytes().count(b"\n") >= 1 for r in out.glob(f"{cell}/results.jsonl")):
+            return
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    raise AssertionError(f"no cell of {out} recorded an item within {timeout} s")
+
+
+def read_ok_records(run_dir: Path) -> list[dict]:
+    """Every record of ``RUN_DIR/results.jsonl``, asserting each item is recorded once and ok."""
+    lines = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines()]
+    ids = [r["item_id"] for r in lines]
+    assert sorted(ids) == sorted(set(ids)) and all(r["status"] == "ok" for r in lines), ids
+    return lines

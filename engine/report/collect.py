@@ -103,6 +103,12 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
     return RunData(Path(path), name or Path(path).resolve().name, spec, summary, records)
 
 
+def set_stat(run: RunData, set_name: str, key: str) -> tuple[Any, Any]:
+    """(mean, std) of ``summary.sets[set_name][key]`` (None, None where the run has none)."""
+    st = ((run.summary.get("sets") or {}).get(set_name) or {}).get(key) or {}
+    return st.get("mean"), st.get("std")
+
+
 def values(run: RunData, set_name: str, key: str) -> np.ndarray:
     """Finite float values of ``key`` over a set's ok records."""
     v = [r.get(key) for r in run.ok(set_name)]

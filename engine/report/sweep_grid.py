@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from memtui.engine.report.collect import RunData
-from memtui.engine.runs.sweep import SWEEP_JSON, read_sweep_json
+from memtui.engine.report.collect import RunData, set_stat
+from memtui.engine.runs.sweep import SWEEP_JSON, checkpoint_label, read_sweep_json
 
 __all__ = ["SweepInfo", "expand_sweeps", "grid_rows", "grid_heatmap"]
 
@@ -53,11 +53,6 @@ def expand_sweeps(paths: Sequence[Path]) -> tuple[list[Path], list[SweepInfo]]:
     return out, sweeps
 
 
-def _stat(run: RunData, s: str, key: str) -> tuple[Any, Any]:
-    st = ((run.summary.get("sets") or {}).get(s) or {}).get(key) or {}
-    return st.get("mean"), st.get("std")
-
-
 def grid_rows(sweep: SweepInfo, runs: Sequence[RunData]) -> list[dict[str, Any]]:
     """One row per cell of ``sweep`` that the report read: its axes, status and headline numbers
     (concept: PSNR / seed-only PSNR / NLL per set, EMDs, relative distance; memories: CV and memory
@@ -75,7 +70,7 @@ def grid_rows(sweep: SweepInfo, runs: Sequence[RunData]) -> list[dict[str, Any]]
         if r.analysis == "concept":
             for s in ("erased", "reference"):
                 for key in ("psnr", "psnr_seed_only", "nll"):
-                    row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = _stat(r, s, key)
+                    row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = set_stat(r, s, key)
             for key in ("erased_normal", "reference_normal", "erased_reference", "relative_distance"):
                 row[key] = r.summary.get(key)
         elif r.analysis == "memories":
@@ -84,7 +79,7 @@ def grid_rows(sweep: SweepInfo, runs: Sequence[RunData]) -> list[dict[str, Any]]
                 row[f"{key}_mean"] = (avg.get(key) or {}).get("mean")
             for s in ("memory", "control"):
                 for key in ("psnr", "nll"):
-                    row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = _stat(r, s, key)
+                    row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = set_stat(r, s, key)
         elif r.analysis == "scramble":
             inc = r.summary.get("nll_increase") or {}
             row["nll_increase_mean"], row["nll_increase_std"] = inc.get("mean"), inc.get("std")
@@ -94,9 +89,8 @@ def grid_rows(sweep: SweepInfo, runs: Sequence[RunData]) -> list[dict[str, Any]]
 
 
 def row_label(row: dict[str, Any]) -> str:
-    """The grid's row: the checkpoint's erasure method, with the checkpoint's name when they differ."""
-    e, c = row.get("erasure"), row.get("checkpoint")
-    return f"{e} ({c})" if e and c and e != c else str(e or c)
+    """The grid's row: :func:`~memtui.engine.runs.sweep.checkpoint_label`."""
+    return checkpoint_label(row.get("erasure"), row.get("checkpoint"))
 
 
 def groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

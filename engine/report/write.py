@@ -18,7 +18,7 @@ import numpy as np
 
 from memtui.engine.data.datasets import safe_id
 from memtui.engine.report import figures as F
-from memtui.engine.report.collect import DamagedRunError, RunData, item_rows, load_run, run_row
+from memtui.engine.report.collect import DamagedRunError, RunData, item_rows, load_run, run_row, set_stat
 from memtui.engine.report.sweep_grid import expand_sweeps, grid_heatmap, grid_rows, groups, matrix
 
 __all__ = ["write_report"]
@@ -54,11 +54,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _stat(run: RunData, s: str, key: str) -> tuple[Any, Any]:
-    st = ((run.summary.get("sets") or {}).get(s) or {}).get(key) or {}
-    return st.get("mean"), st.get("std")
-
-
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     names: list[str] = []
     for p in paths:
@@ -80,7 +75,7 @@ def method_concept_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
                "relative_distance": r.summary.get("relative_distance")}
         for s in ("erased", "reference"):
             for key in ("psnr", "psnr_seed_only", "nll"):
-                m, sd = _stat(r, s, key)
+                m, sd = set_stat(r, s, key)
                 row[f"{s}_{key}_mean"], row[f"{s}_{key}_std"] = m, sd
         rows.append(row)
     return rows
@@ -107,9 +102,9 @@ def _run_parts(r: RunData, figs: Path) -> dict[str, Any]:
                                      len(r.ok()), f"`{r.path}`"]}
     sets = []
     for s in r.sets():
-        pm, ps = _stat(r, s, "psnr")
-        om, os_ = _stat(r, s, "psnr_seed_only")
-        nm, ns = _stat(r, s, "nll")
+        pm, ps = set_stat(r, s, "psnr")
+        om, os_ = set_stat(r, s, "psnr_seed_only")
+        nm, ns = set_stat(r, s, "nll")
         n_ok = ((r.summary.get("sets") or {}).get(s) or {}).get("n_ok", len(r.ok(s)))
         sets.append([r.name, s, n_ok, f"{_fmt(pm)} ± {_fmt(ps)}",
                      "–" if om is None else f"{_fmt(om)} ± {_fmt(os_)}", f"{_fmt(nm)} ± {_fmt(ns)}"])

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from memtui.engine.core.io import atomic_write_text, jsonable, utc_now
+from memtui.engine.runs.executors.base import EXIT_INTERRUPTED
 from memtui.engine.runs.spec import RunSpec, SpecError
 from memtui.engine.runs.store import RunDir, RunLockedError
 
 __all__ = ["SweepError", "Sweep", "Cell", "CellTask", "SweepBook", "load_sweep", "parse_sweep", "run_sweep",
-           "read_sweep_json", "cell_finished", "SWEEP_JSON", "SWEEP_LOCK", "SweepLock", "RunLockedError",
+           "read_sweep_json", "cell_finished", "checkpoint_label", "SWEEP_JSON", "SWEEP_LOCK", "SweepLock", "RunLockedError",
            "CELL_STATUSES"]
 
 SWEEP_JSON = "sweep.json"
@@ -90,6 +91,12 @@ class CellTask:
     #: the job an earlier sweep command submitted for this cell and recorded as pending/running
     #: (an executor may follow it instead of starting the cell again)
     previous_job: str | None = None
+
+
+def checkpoint_label(erasure: Any, checkpoint: Any) -> str:
+    """How reports and the console name a checkpoint's row of the grid: its erasure method, with
+    the checkpoint's name when they differ (``esd (esd-church)``), else the one that is set."""
+    return f"{erasure} ({checkpoint})" if erasure and checkpoint and erasure != checkpoint else str(erasure or checkpoint)
 
 
 def cell_command(spec_file: Path, run_dir: Path) -> list[str]:
@@ -176,9 +183,8 @@ def parse_sweep(text: str, source: str = "<sweep>", root: Path | None = None) ->
         if not isinstance(table, dict):
             bad(f"{ename} must be a table ([{ename}]) of the {ename} executor's options")
             continue
-        for pr in get_executor(ename).option_problems(table):
-            key = pr.split("] ", 1)[-1].split(" ", 1)[0].strip("'")
-            bad(pr + _at(text, key, ename))
+        for key, msg in get_executor(ename).option_problems(table):
+            bad(msg + _at(text, key, ename))
         executor_options[ename] = dict(table)
 
     def str_list(key: str, default: list[str]) -> list[str]:
@@ -515,7 +521,7 @@ def _run_locked(sweep: Sweep, out: Path, name: str, ex: Any, cancel: threading.E
     def on_end(task: CellTask, code: int | None) -> None:
         if code == 0 and cell_finished(task.run_dir):
             status, error = "finished", None
-        elif code == 130 or (cancel.is_set() and code is not None and code < 0):
+        elif code == EXIT_INTERRUPTED or (cancel.is_set() and code is not None and code < 0):
             status, error = "cancelled", "interrupted; rerun the sweep to resume"
         else:
             status = "failed"

@@ -15,11 +15,10 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from .. import catalog, jobs
 from . import openers
 from ..widgets.gpu_line import GpuLine
+from ..widgets.status import STATUS_STYLE
 from ..widgets.tables import sync_table
 from ..widgets.log_pane import LogPane
 
-STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-                "cancelled": "yellow", "interrupted": "yellow", "broken": "bold red"}
 
 
 class Scanned(Message):
@@ -104,7 +103,7 @@ class BrowseScreen(Screen):
     # ------------------------------------------------------------------------------ scanning
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-runs")
     def scan_runs(self) -> None:
-        from .sweep import find_sweeps
+        from ..sweeps import find_sweeps
 
         runs_path = self.app.cfg.runs_path
         entries = jobs.find_runs(runs_path) + find_sweeps(runs_path)  # a sweep folder: one row
@@ -196,7 +195,8 @@ class BrowseScreen(Screen):
         entry = self.current_entry()
         if entry is None:
             return
-        from .sweep import SweepScreen, SweepView
+        from ..sweeps import SweepView
+        from .sweep import SweepScreen
 
         if isinstance(entry, jobs.RunInfo):
             from .run import RunScreen
@@ -233,7 +233,7 @@ class BrowseScreen(Screen):
         table.update_cell(key, "mark", "●" if key in self.marked else " ")
 
     def action_cancel_run(self) -> None:
-        from .sweep import SweepView, cancel_sweep
+        from ..sweeps import SweepView, cancel_sweep
 
         entry = self.current_entry()
         if isinstance(entry, SweepView):

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from memtui.engine.compute.run import run_spec
 from memtui.engine.runs.spec import RunSpec
 from memtui.engine.runs.store import RunDir
 
-from tests.helpers import write_coco, write_official
+from tests.helpers import sweep_command, wait_for_a_record, write_coco, write_official
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
 
@@ -151,25 +148,12 @@ def test_failing_cell_and_kill_9_then_rerun(tiny_pipe_dir, tmp_path) -> None:
     out = tmp_path / "out"
     good = out / "orig-b__b__ddim__concept"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            res = good / "results.jsonl"
-            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode()
+    with sweep_command(sweep, out, "--workers", "1", env=env) as proc:
+        wait_for_a_record(proc, out, good.name, timeout=120)
         lock = RunDir(good).live_lock()
         assert lock is not None
         os.killpg(os.getpgid(int(lock["pid"])), signal.SIGKILL)  # the worker's whole process group
         assert proc.wait(timeout=60) == 1  # the sweep goes on: it ends with failed cells
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     book = {c["name"]: c for c in json.loads((out / "sweep.json").read_text())["cells"]}
     bad = book["orig-a__a__ddim__concept"]
     assert bad["status"] == "failed" and bad["exit_code"] == 2 and "empty" in bad["error"]
@@ -225,22 +209,13 @@ def test_a_second_sweep_command_on_a_busy_sweep_dir_is_refused(tiny_pipe_dir, tm
     sweep = write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=3, items=3)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*/results.jsonl")):
-            time.sleep(0.02)
-        assert proc.poll() is None and (out / "sweep.pid").is_file()
+    with sweep_command(sweep, out, "--workers", "1", env=env) as proc:
+        wait_for_a_record(proc, out, timeout=120)
+        assert (out / "sweep.pid").is_file()
         assert main(["--batch", "--sweep", str(sweep), "--out", str(out)]) == 3
         assert f"sweep {out} is being run by process {proc.pid}" in capsys.readouterr().err
         assert json.loads((out / "sweep.json").read_text())["executor"]["pid"] == proc.pid
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     assert not (out / "sweep.pid").exists()
     assert main(["--batch", "--sweep", str(sweep), "--out", str(out), "--workers", "1"]) == 0

@@ -198,7 +198,7 @@ async def test_failed_cell_shows_its_error(config, sweep_dir):
 
 
 async def test_R_runs_the_sweep_command_in_the_background(config, sweep_dir):
-    from memtui.screens.sweep import LOG_FILE
+    from memtui.sweeps import LOG_FILE
 
     app = make_app(config)
     async with app.run_test(size=(200, 40)) as pilot:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from memtui.engine.runs.spec import RunSpec
 from memtui.engine.runs.store import RunDir
 
 from tests.cli.test_batch_sweep import CELLS, write_sweep
+from tests.helpers import read_ok_records, sweep_command, wait_for_a_record
 
 pytestmark = [pytest.mark.usefixtures("_one_thread"), pytest.mark.slow]
 
@@ -38,6 +37,17 @@ def with_slurm(sweep: Path) -> Path:
     head, rest = text.split("\n[spec]", 1)
     sweep.write_text(head + SLURM_TABLE + "\n[spec]" + rest)
     return sweep
+
+
+def one_cell_sweep(tmp_path: Path, pipe: Path) -> Path:
+    """A slurm sweep of the one cell orig-b × ddim, 3 + 3 items, 4 steps."""
+    sweep = with_slurm(write_sweep(tmp_path, pipe, methods='["ddim"]', steps=4, items=3))
+    sweep.write_text(sweep.read_text() + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\n'
+                                         'analysis = "concept"\n')
+    return sweep
+
+
+CELL = "orig-b__b__ddim__concept"
 
 
 def assert_equal_to_direct(run_dir: Path, spec: dict, scratch: Path) -> None:
@@ -85,32 +95,17 @@ def test_slurm_grid_equals_direct_runs(slurm_cluster, tiny_pipe_dir, tmp_path, o
 
 
 def test_scancel_mid_run_then_rerun_ends_identical(slurm_cluster, tiny_pipe_dir, tmp_path, one_thread_env) -> None:
-    sweep = with_slurm(write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=4, items=3))
-    text = sweep.read_text()
-    # one cell only: orig-b
-    sweep.write_text(text + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\nanalysis = "concept"\n')
+    sweep = one_cell_sweep(tmp_path, tiny_pipe_dir)
     out = tmp_path / "out"
-    cell = out / "orig-b__b__ddim__concept"
-    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            res = cell / "results.jsonl"
-            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
+    cell = out / CELL
+    with sweep_command(sweep, out) as proc:
+        wait_for_a_record(proc, out, CELL)
         job = json.loads((out / "sweep.json").read_text())["cells"][0]["job_id"]
         assert job
         subprocess.run(["scancel", job], check=True)
-        assert proc.wait(timeout=120) == 1, proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code = proc.wait(timeout=120)
         err = proc.stderr.read().decode()
-        proc.stderr.close()
+        assert code == 1, err
     book = json.loads((out / "sweep.json").read_text())["cells"][0]
     assert book["status"] == "cancelled", (book, err)
     rd = RunDir(cell)
@@ -120,9 +115,7 @@ def test_scancel_mid_run_then_rerun_ends_identical(slurm_cluster, tiny_pipe_dir,
     assert main(["--batch", "--sweep", str(sweep), "--out", str(out)]) == 0
     book = json.loads((out / "sweep.json").read_text())["cells"][0]
     assert book["status"] == "finished" and book["job_id"] != job
-    lines = [json.loads(ln) for ln in (cell / "results.jsonl").read_text().splitlines()]
-    ids = [r["item_id"] for r in lines]
-    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
+    assert len(read_ok_records(cell)) == 6
     assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")
 
 
@@ -130,36 +123,19 @@ def test_preempted_task_is_requeued_and_resumes(slurm_cluster, tiny_pipe_dir, tm
     """SIGUSR2 is what Slurm sends before a time limit or a preemption (``--signal=USR2@N``):
     submitit's handler calls CellJob.checkpoint (the cell stops after its batch) and requeues the
     task under the same job id; the requeued task resumes the run directory and finishes it."""
-    sweep = with_slurm(write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=4, items=3))
-    sweep.write_text(sweep.read_text() + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\n'
-                                         'analysis = "concept"\n')
+    sweep = one_cell_sweep(tmp_path, tiny_pipe_dir)
     out = tmp_path / "out"
-    cell = out / "orig-b__b__ddim__concept"
-    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            res = cell / "results.jsonl"
-            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
+    cell = out / CELL
+    with sweep_command(sweep, out) as proc:
+        wait_for_a_record(proc, out, CELL)
         job = json.loads((out / "sweep.json").read_text())["cells"][0]["job_id"]
         subprocess.run(["scancel", "-s", "USR2", job], check=True)
         assert proc.wait(timeout=400) == 0, proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     book = json.loads((out / "sweep.json").read_text())["cells"][0]
     assert book["status"] == "finished" and book["job_id"] == job
     events = [e["type"] for e in RunDir(cell).read_events()]
     assert "cancelled" in events and "resumed" in events and events[-1] == "finished", events
-    lines = [json.loads(ln) for ln in (cell / "results.jsonl").read_text().splitlines()]
-    ids = [r["item_id"] for r in lines]
-    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6 and all(r["status"] == "ok" for r in lines)
+    assert len(read_ok_records(cell)) == 6
     assert_equal_to_direct(cell, book["spec"], tmp_path / "direct")
 
 
@@ -167,29 +143,15 @@ def test_a_restarted_sweep_command_follows_its_running_tasks(slurm_cluster, tiny
                                                             one_thread_env, capsys) -> None:
     """The sweep command is killed (an SSH session dropped on the login node) while its task runs on
     the cluster; running it again follows that same job instead of submitting the cell again."""
-    sweep = with_slurm(write_sweep(tmp_path, tiny_pipe_dir, methods='["ddim"]', steps=4, items=3))
-    sweep.write_text(sweep.read_text() + '\n[[cell]]\nbase = "tiny"\ncheckpoint = "orig-b"\nmethod = "ddim"\n'
-                                         'analysis = "concept"\n')
+    sweep = one_cell_sweep(tmp_path, tiny_pipe_dir)
     out = tmp_path / "out"
-    cell = out / "orig-b__b__ddim__concept"
-    proc = subprocess.Popen([sys.executable, "-m", "memtui", "--batch", "--sweep", str(sweep), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            res = cell / "results.jsonl"
-            if res.is_file() and res.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None
+    cell = out / CELL
+    with sweep_command(sweep, out) as proc:
+        wait_for_a_record(proc, out, CELL)
         job = json.loads((out / "sweep.json").read_text())["cells"][0]["job_id"]
         proc.kill()  # the sweep command only: its Slurm task goes on
         proc.wait()
         assert main(["--batch", "--sweep", str(sweep), "--out", str(out)]) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert f"following job {job}" in capsys.readouterr().err
     book = json.loads((out / "sweep.json").read_text())["cells"][0]
     assert book["status"] == "finished" and book["job_id"] == job

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from memtui.engine.runs.sweep import CellTask
 
-__all__ = ["Executor", "OnStart", "OnEnd", "OnQueued"]
+__all__ = ["Executor", "OnStart", "OnEnd", "OnQueued", "EXIT_INTERRUPTED"]
+
+EXIT_INTERRUPTED = 130  # a cell's ``memtui --batch`` stopped by a signal, resumable (memtui.exit_codes)
 
 OnStart = Callable[["CellTask", Mapping[str, Any], "int | None"], None]  # (task, worker description, pid here or None)
 OnQueued = Callable[["CellTask", Mapping[str, Any]], None]  # (task, its job: id, job_id) once submitted
@@ -31,23 +33,23 @@ class Executor:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         probs = self.option_problems(options or {})
         if probs:
-            raise ValueError("; ".join(probs))
+            raise ValueError("; ".join(msg for _key, msg in probs))
         self.workers = workers
         self.options: dict[str, Any] = dict(options or {})
 
     @classmethod
-    def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
-        """What is wrong with ``options`` (unknown keys, wrong types), one message each."""
+    def option_problems(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """What is wrong with ``options`` (unknown keys, wrong types): (key, message) each."""
         probs = []
         for k, v in options.items():
             if k not in cls.OPTIONS:
                 known = ", ".join(cls.OPTIONS) or "none"
-                probs.append(f"[{cls.name}] unknown option {k!r}; known: {known}")
+                probs.append((k, f"[{cls.name}] unknown option {k!r}; known: {known}"))
                 continue
             types = cls.OPTIONS[k][0]
             if isinstance(v, bool) or not isinstance(v, types):
                 want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-                probs.append(f"[{cls.name}] {k} must be {want}, got {v!r}")
+                probs.append((k, f"[{cls.name}] {k} must be {want}, got {v!r}"))
         return probs
 
     def describe(self) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from memtui.engine.runs.executors import register
-from memtui.engine.runs.executors.base import Executor, OnEnd, OnQueued, OnStart
+from memtui.engine.runs.executors.base import EXIT_INTERRUPTED, Executor, OnEnd, OnQueued, OnStart
 
 if TYPE_CHECKING:
     from memtui.engine.runs.sweep import CellTask
@@ -39,7 +39,6 @@ POLL_S = 1.0
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the cell to stop after SIGTERM
 ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
          "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
-INTERRUPTED = 130  # memtui's exit code for a run stopped by a signal (resumable)
 
 
 class CellJob:
@@ -50,7 +49,7 @@ class CellJob:
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
 
-    def __call__(self, command: list[str], log: str, env: Mapping[str, str] | None = None) -> int:
+    def __call__(self, command: list[str], log: str) -> int:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             out.write(f"memtui: slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}\n"
@@ -59,8 +58,7 @@ class CellJob:
             # Slurm's --signal=USR2 goes to every process of the job step: the cell ignores it and is
             # stopped by checkpoint()'s SIGTERM instead (one signal: a graceful stop, not an abort)
             self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          env={**os.environ, **(env or {})}, close_fds=True,
-                                          preexec_fn=_ignore_usr2)
+                                          close_fds=True, preexec_fn=_ignore_usr2)
             # poll, never a blocking wait(): submitit's SIGUSR2 handler (checkpoint) runs in this
             # thread, and Popen.wait() would hold the lock that the handler's wait needs
             while (code := self._proc.poll()) is None:
@@ -149,12 +147,8 @@ class SlurmExecutor(Executor):
         "setup": (list, "shell lines run before each task, e.g. `[\"module load cuda/12.4\"]`"),
     }
 
-    def __init__(self, workers: int | None = None, options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(workers, options)
-        self.jobs: dict[str, Any] = {}
-
     def describe(self) -> list[dict[str, Any]]:
-        return [{"id": "slurm", "array_parallelism": self.workers, **{k: v for k, v in self.options.items()}}]
+        return [{"id": "slurm", "array_parallelism": self.workers, **self.options}]
 
     def _executor(self, folder: Path, n: int) -> Any:
         try:
@@ -246,14 +240,13 @@ class SlurmExecutor(Executor):
             except FailedJobError:
                 return 1
             except UncompletedJobError:  # "not requeued because ...": the run stopped resumable
-                return INTERRUPTED
-        if state in ("REQUEUED", "PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUE_HOLD",
-                     "REQUEUE_FED", "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"):
+                return EXIT_INTERRUPTED
+        if state and state not in ENDED:  # pending, running, requeued, suspended, ...
             return None
         if state in ENDED or not listed:
             first = gone_since.setdefault(jid, time.monotonic())
             # the result file may still be on its way; a task never listed yet may not be known yet
             if time.monotonic() - first < (5.0 if seen else 60.0):
                 return None
-            return INTERRUPTED if state in ("CANCELLED", "PREEMPTED", "TIMEOUT", "DEADLINE") else -9
+            return EXIT_INTERRUPTED if state in ("CANCELLED", "PREEMPTED", "TIMEOUT", "DEADLINE") else -9
         return None
