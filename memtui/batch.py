@@ -18,7 +18,7 @@ from typing import Any
 from .signals import StopOnSignals
 from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
-SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size",
+SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size", "shards",
               "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
 
 
@@ -68,9 +68,6 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         analyses.get(name).fold_flags(data, {**given, **options})
     return RunSpec.from_dict(data).resolved_paths()
 
-
-SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size",
-              "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
 
 
 class Reporter:

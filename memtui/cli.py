@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--steps", type=int, metavar="N", help="diffusion steps (default 50)")
     spec.add_argument("--batch-size", dest="batch_size", type=int, metavar="B",
                       help="images per batch (default 8; may differ on resume)")
+    spec.add_argument("--shards", type=int, metavar="K",
+                      help="split the run's items over K processes on this host, one GPU each where "
+                           "there are several (default 1; may differ on resume)")
     spec.add_argument("--precision", choices=PRECISIONS, help="model precision (default fp32)")
     spec.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:1, mps")
     spec.add_argument("--seed", type=int, metavar="S", help="per-item generator seed (default 42)")

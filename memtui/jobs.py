@@ -58,9 +58,21 @@ class JsonlTail(_Tail):
         return parse_jsonl(self._complete())
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a JSONL file ([] when missing)."""
-    return JsonlTail(path).read_new()
+class ResultsTail:
+    """Incremental reader of a run's records over all its results files (``results.jsonl`` and,
+    during a sharded session, each shard's): :meth:`read_new` returns the records appended since
+    the last call, the run file's first. Records folded from a shard into the run file come again
+    (the same records: the latest record per id still wins)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.rd = RunDir(run_dir)
+        self.tails: dict[Path, JsonlTail] = {}
+
+    def read_new(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for path in self.rd.result_files():
+            out += self.tails.setdefault(path, JsonlTail(path)).read_new()
+        return out
 
 
 class TextTail(_Tail):
@@ -68,24 +80,6 @@ class TextTail(_Tail):
 
     def read_new(self) -> list[str]:
         return self._complete().decode("utf-8", errors="replace").splitlines()
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object file, or None when missing/unreadable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def latest_results(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """item_id -> its last record (a retried item's newer record wins)."""
-    out: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if "item_id" in rec:
-            out[str(rec["item_id"])] = rec
-    return out
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # runs this console spawned, until reaped

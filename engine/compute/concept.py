@@ -106,7 +106,7 @@ def summarize_run(spec: RunSpec, rd: RunDir, items: list[tuple[str, DatasetItem]
                    "relative_distance": math.nan, "relative_distance_er": math.nan, "metric": spec.emd_metric,
                    "normal": {"mode": spec.normal}, "reasons": ["no item finished: the seed size is unknown"]}
     load_report = None
-    for ev in rd.read_events():
+    for ev in rd.read_all_events():
         if ev.get("type") == "progress" and "load_report" in ev:
             load_report = ev["load_report"]
     item_seconds = sum(float(r.get("seconds") or 0.0) for r in results.values())

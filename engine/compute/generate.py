@@ -366,6 +366,8 @@ class _GenerateRun(ItemLoop):
                           reason="images of an earlier release (seed + k per image) are drawn again in the "
                                  "official order (one randn of [K, C, h, w] per row)")
         for line, msg in self.bad:
+            if f"row{line}" in done:  # another shard's row
+                continue
             self.emit({"item_id": f"row{line}", "set": "generated", "prompt": None, "source": f"{self.src}:{line}",
                        "status": "error", "error": msg, "image": None, "seconds": 0.0})
         todo = [j for j in self.jobs if j.item_id not in done]

@@ -20,7 +20,7 @@ import torch
 from memtui.engine import metrics
 from memtui.engine.core.tensors import to_uint8
 from memtui.engine.inversion.registry import get_method
-from memtui.engine.runs.lifecycle import load_run_model
+from memtui.engine.runs.lifecycle import inversion_config, load_run_model
 from memtui.engine.runs.loop import ItemLoop
 
 __all__ = ["InversionItems", "method_seed"]
@@ -186,8 +186,14 @@ class InversionItems(ItemLoop):
                     return int(np.prod(r["z_shape"]))
         return None
 
+    def loaded_image_size(self) -> int | None:
+        """The image size a process of this run loaded the model at (``progress`` event
+        ``stage="loaded"``; a sharded run's holder loads no model), else None."""
+        sizes = [e.get("image_size") for e in self.rd.read_all_events() if e.get("stage") == "loaded"]
+        return next((int(v) for v in reversed(sizes) if isinstance(v, int)), None)
+
     def session_fields(self) -> dict[str, Any]:
         return {"device": self.device, "precision": self.spec.precision, "batch_size": self.batch_size,
-                "image_size": self.size or self.spec.image_size, "seed": self.spec.seed,
-                "inversion": self.config.to_dict() if self.config is not None else None,
+                "image_size": self.size or self.spec.image_size or self.loaded_image_size(), "seed": self.spec.seed,
+                "inversion": (self.config or inversion_config(self.spec)).to_dict(),
                 "method_seed": method_seed(self.spec.method)}

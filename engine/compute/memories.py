@@ -188,6 +188,10 @@ class _MemoriesRun(InversionItems):
             self.plans.append(_Plan(erased[i], sup, m, c))
         return [iid for p in self.plans for iid in p.ids]
 
+    def units(self) -> list[list[str]]:
+        """A target with its memories and controls: one decoder stage serves them all."""
+        return [p.ids for p in self.plans]
+
     def _recorded_sib_path(self) -> str | None:
         """The SIB path this run directory's earlier sessions took (summary.json's options, else a
         decoder checkpoint's metadata); None for a new run."""

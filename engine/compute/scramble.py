@@ -80,6 +80,10 @@ class _ScrambleRun(InversionItems):
         self.perms = [patch_permutation(self.grid, self.perm_seed + j) for j in range(self.n_scr)]
         return [iid for it in self.items for iid in self._ids(it)]
 
+    def units(self) -> list[list[str]]:
+        """A target with its scrambles (one image load and one group)."""
+        return [self._ids(it) for it in self.items]
+
     def _ids(self, it: DatasetItem) -> list[str]:
         return [it.item_id] + [scramble_id(it.item_id, j) for j in range(self.n_scr)]
 

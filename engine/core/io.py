@@ -102,6 +102,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return parse_jsonl(data[: data.rfind(b"\n") + 1])
 
 
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in the file ``path``; None when it is missing, unreadable, not JSON or not an
+    object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
     """The JSON objects of complete JSONL lines ``data``; lines that do not parse are skipped."""
     out: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ from typing import Any
 from memtui.engine.runs.spec import RunSpec, SpecError
 from memtui.engine.runs.store import RunDir
 
-__all__ = ["load_pipeline", "load_run_model", "preflight_problems", "device_problem"]
+__all__ = ["load_pipeline", "load_run_model", "inversion_config", "preflight_problems", "device_problem"]
 
 
 def load_pipeline(spec: RunSpec, device: str, base: str | None = None) -> tuple[Any, dict[str, Any] | None]:
@@ -25,18 +25,24 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
     """Load the base pipeline (+ the ablated checkpoint) and build the inversion config of ``spec``;
     logs a ``progress`` event with the load report. Returns ``(pipe, InversionConfig, image_size_px)``.
     Raises SpecError when the image size does not fit the VAE's downsampling factor."""
-    from memtui.engine.inversion.config import InversionConfig
-
     t = time.monotonic()
     pipe, report = load_pipeline(spec, device)
     size = spec.image_size or pipe.image_size
     if size % pipe.vae_scale:
         raise SpecError(f"image_size {size} is not a multiple of the VAE's {pipe.vae_scale}")
-    config = InversionConfig.from_dict({"method": spec.method, "steps": spec.steps, "seed": spec.seed,
-                                        **spec.inversion})
+    config = inversion_config(spec)
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
              precision=spec.precision, image_size=size, load_report=report, inversion=config.to_dict())
     return pipe, config, size
+
+
+def inversion_config(spec: RunSpec) -> Any:
+    """The :class:`~memtui.engine.inversion.config.InversionConfig` of ``spec`` (method, steps, seed
+    and the ``[inversion]`` table)."""
+    from memtui.engine.inversion.config import InversionConfig
+
+    return InversionConfig.from_dict({"method": spec.method, "steps": spec.steps, "seed": spec.seed,
+                                      **spec.inversion})
 
 
 def device_problem(device: str) -> str | None:

@@ -10,7 +10,9 @@ An analysis subclasses :class:`ItemLoop` and keeps only what is its own:
 - ``compute(jobs)``: one batch -> a result the analysis understands (may raise out-of-memory);
 - ``write(job, result, j, seconds)``: write job ``j``'s files, return its ``ok`` record;
 - ``failed_record(job, message)``: the ``error`` record of a job that could not be computed;
-- ``summarize()``: the analysis' summary fields from ``results.jsonl``.
+- ``summarize()``: the analysis' summary fields from ``results.jsonl``;
+- ``units()`` (optional): the plan as the groups of ids one shard must compute together (default:
+  each item alone).
 
 The loop does the rest, the same for every analysis (``docs/run-format.md``):
 
@@ -30,7 +32,11 @@ The loop does the rest, the same for every analysis (``docs/run-format.md``):
   accelerator in use, logs a ``progress`` event ``stage="oom"`` and is retried at half the batch size
   (kept for the rest of the session); a job that fails alone becomes an ``error`` record and the run
   goes on;
-- **summary.json** gets ``status``, ``complete``, ``format_version`` and session ``timing``.
+- **summary.json** gets ``status``, ``complete``, ``format_version`` and session ``timing``;
+- **shards** (``spec.shards`` = K > 1, :mod:`memtui.engine.runs.shards`): the holder of the run starts
+  K shard processes instead of computing, waits, folds their results and writes the one summary; a
+  shard (``RunDir(path, shard=(i, K))``) computes its units only, logs in its own events and writes
+  no summary.
 
 Torch-free at import (the ``generate`` analysis is imported by spec validation).
 """
@@ -105,6 +111,19 @@ class ItemLoop:
     def summarize(self) -> dict[str, Any]:
         """The analysis' summary fields (from the run's records)."""
         raise NotImplementedError
+
+    def units(self) -> list[list[str]]:
+        """The plan's ids grouped into what one shard must compute together, in plan order
+        (default: each item alone). Called after :meth:`plan`."""
+        return [[i] for i in self.ids]
+
+    def shard_ids(self) -> set[str]:
+        """The ids this writer computes: the whole plan, or its shard's units."""
+        if self.rd.shard is None:
+            return set(self.ids)
+        from memtui.engine.runs.shards import shard_units
+
+        return shard_units(self.units(), *self.rd.shard)
 
     def done_ids(self) -> set[str]:
         """Ids of the plan that need no work: latest record ``ok`` and :meth:`record_usable` (an ok
@@ -186,6 +205,22 @@ class ItemLoop:
             i += len(part)
             yield part
 
+    def run_shards(self, k: int) -> bool:
+        """Compute the run as ``k`` shard processes (:func:`memtui.engine.runs.shards.run_shards`);
+        returns whether it was cancelled."""
+        from memtui.engine.runs.shards import run_shards, shard_units
+
+        def on_record(done: int, rec: dict[str, Any]) -> None:
+            self.done = done
+            self.notify(rec)
+
+        self.total = len(self.ids)
+        done = self.done_ids()
+        which = [i for i in range(k) if shard_units(self.units(), i, k) - done]  # shards with work left
+        cancelled = run_shards(self.rd, k, self.ids, self.cancelled, on_record, which)
+        self.done = len(set(self.ids) & set(self.rd.read_results()))
+        return cancelled
+
     # ------------------------------------------------------------------ the loop
     def run_jobs(self, jobs: Sequence[Any]) -> None:
         """Compute ``jobs`` in batches of at most ``batch_size`` with out-of-memory back-off, write
@@ -222,32 +257,43 @@ class ItemLoop:
         summary.json, log ``finished`` / ``cancelled``; returns the summary."""
         t0, started = time.monotonic(), utc_now()
         self.ids = list(self.plan())
-        self.total = len(self.ids)
-        done = self.done_ids()
+        mine = self.shard_ids()
+        self.total = len(mine)
+        done = self.done_ids() & mine
         self.done = len(done)
         events = self.rd.read_events()
         first = not events
         fingerprint = json.loads(json.dumps(self.spec.fingerprint(), default=str))
         if not first:
             self.check_fingerprint(events, fingerprint)
+        shards = 1 if self.rd.shard else max(1, int(getattr(self.spec, "shards", 1) or 1))
+        where = ({"shard": list(self.rd.shard)} if self.rd.shard else {"shards": shards} if shards > 1 else {})
+        models = {"models": model_identities(self.spec)} if first and not self.rd.shard else {}
         self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
                       batch_size=self.batch_size, device=self.device, format_version=FORMAT_VERSION,
-                      **({"fingerprint": fingerprint, "models": model_identities(self.spec)} if first else {}))
+                      **where, **({"fingerprint": fingerprint} if first else {}), **models)
         cancelled = False
         try:
-            groups = iter(self.groups(done))
-            while True:
-                self.check_cancel()
-                jobs = next(groups, None)
-                if jobs is None:
-                    break
-                self.run_jobs(jobs)
+            if shards > 1:
+                cancelled = self.run_shards(shards)
+            else:
+                groups = iter(self.groups(done | (set(self.ids) - mine)))
+                while True:
+                    self.check_cancel()
+                    jobs = next(groups, None)
+                    if jobs is None:
+                        break
+                    self.run_jobs(jobs)
         except RunCancelled:
             cancelled = True
+        if self.rd.shard is not None:  # the holder of the run summarizes
+            self.rd.event("cancelled" if cancelled else "finished", done=self.done, total=self.total)
+            return {"status": "cancelled" if cancelled else "finished", "shard": list(self.rd.shard)}
         summary = self.summarize()
         loop_fields = {**self.session_fields(),
                        "status": "cancelled" if cancelled else "finished",
                        "complete": self.is_complete(cancelled), "format_version": FORMAT_VERSION,
+                       **({"shards": shards} if shards > 1 else {}),
                        "timing": {"session_started": started, "session_finished": utc_now(),
                                   "session_seconds": round(time.monotonic() - t0, 3)}}
         for k, v in loop_fields.items():
@@ -270,11 +316,12 @@ def run_locked(loop: type[ItemLoop], spec: RunSpec, run_dir: RunDir | str | os.P
     then re-raises."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     rd.acquire_lock()  # atomically, before the directory is touched: a second process gets RunLockedError
-    try:
-        rd.prepare(spec)
-    except BaseException:
-        rd.release_lock()
-        raise
+    if rd.shard is None:  # a shard works in a run its holder has prepared
+        try:
+            rd.prepare(spec)
+        except BaseException:
+            rd.release_lock()
+            raise
     try:
         return loop(spec, rd, progress, cancel).run()
     except KeyboardInterrupt:

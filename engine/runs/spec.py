@@ -1,7 +1,7 @@
 """What a run computes: :class:`RunSpec`, read from TOML / JSON / a run directory, validated, and
 fingerprinted so a resumed run can be checked against the stored one.
 
-Fields that do not change results (``batch_size``, ``device``) and cosmetic differences in paths
+Fields that do not change results (``batch_size``, ``device``, ``shards``) and cosmetic differences in paths
 (relative vs absolute, symlinks, trailing slashes) are left out of :meth:`RunSpec.fingerprint`:
 resuming with another batch size or on another device is allowed.
 
@@ -28,7 +28,8 @@ EMD_METRICS = ("w2", "w1")
 RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest", "box", "hamming")
 ALPHAS = ("white", "drop")
 PATH_FIELDS = ("base", "ablated", "erased", "reference")
-NON_RESULT_FIELDS = ("batch_size", "device")
+NON_RESULT_FIELDS = ("batch_size", "device", "shards")
+MAX_SHARDS = 64  # writer processes of one run on one host
 DERIVED_FIELDS = ("method_seed",)  # written into spec.json for readers, ignored when a spec is read
 MIN_STEPS, MAX_STEPS = 2, 1000  # DDIM inversion needs two timesteps; the scheduler has 1000
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed's range
@@ -94,6 +95,7 @@ class RunSpec:
     method: str = DEFAULT_METHOD
     steps: int = 50
     batch_size: int = 8
+    shards: int = 1
     precision: str = "fp32"
     device: str = "auto"
     seed: int = 42
@@ -181,8 +183,10 @@ class RunSpec:
         choice("emd_metric", EMD_METRICS)
         choice("resample", RESAMPLES)
         choice("alpha", ALPHAS)
-        for name in ("batch_size", "normal_samples"):
+        for name in ("batch_size", "normal_samples", "shards"):
             positive_int(name)
+        if isinstance(self.shards, int) and self.shards > MAX_SHARDS:
+            out.append(f"shards must be at most {MAX_SHARDS}, got {self.shards}")
         for name in ("image_size", "max_items", "num_reference"):
             positive_int(name, optional=True)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not MIN_STEPS <= self.steps <= MAX_STEPS:

@@ -9,6 +9,10 @@ Layout::
     summary.json     the analysis summary (atomic write)
     run.pid          lock of the live process: {"pid", "host", "started", "proc_start"}, created
                      atomically (O_EXCL-style hard link) under a short flock of the directory
+    shards/shard-<i>-of-<K>/   one writer of a sharded session (``--shards K``): its own
+                     results.jsonl, events.jsonl, run.pid and shard.log; item files go to the run's
+                     latents/ and images/. Folded into the run's results.jsonl when the session ends
+                     (or when the run is next prepared, after a crash).
 
 Durability (``core.io``): whole files are written to a temp file in the same folder, fsynced and
 renamed; JSONL lines are appended in one write and fsynced. A torn last line (``kill -9`` mid-write)
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from memtui.engine.core.io import (append_jsonl, atomic_write_bytes, atomic_write_text, jsonable, parse_jsonl,
-                                   read_jsonl, truncate_torn_tail, utc_now)
+                                   read_json_object, read_jsonl, truncate_torn_tail, utc_now)
 from memtui.engine.runs.identity import identity_changes, model_identities
 from memtui.engine.runs.spec import ModelChangedError, RunSpec, SpecMismatchError
 
@@ -118,16 +122,49 @@ class RunDir:
     while a writer process runs."""
 
     SPEC, EVENTS, RESULTS, SUMMARY, LOCK = "spec.json", "events.jsonl", "results.jsonl", "summary.json", "run.pid"
+    SHARDS, SHARD_LOG = "shards", "shard.log"
     FRESH_LOCK_S = 5.0  # an unparsable run.pid younger than this is being written, not stale
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], shard: tuple[int, int] | None = None) -> None:
+        """``shard = (i, K)``: the writer of shard ``i`` of ``K`` (0-based): it appends to, locks and
+        logs in ``shards/shard-<i>-of-<K>/``; every reader method still sees the whole run."""
         self.path = Path(path)
+        if shard is not None and not (isinstance(shard[0], int) and isinstance(shard[1], int)
+                                      and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"shard must be (i, K) with 0 <= i < K, got {shard!r}")
+        self.shard = shard
         self._owns_lock = False
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
+        return f"RunDir({str(self.path)!r}" + (f", shard={self.shard!r})" if self.shard else ")")
 
     # ------------------------------------------------------------------ paths
+    def shard_dir(self, i: int, k: int) -> Path:
+        """``shards/shard-<i>-of-<k>/``: the files of one writer of a ``k``-way sharded session."""
+        return self.path / self.SHARDS / f"shard-{i}-of-{k}"
+
+    @property
+    def own_dir(self) -> Path:
+        """Where this writer's results.jsonl, events.jsonl and run.pid are: the run directory, or
+        its shard's folder."""
+        return self.shard_dir(*self.shard) if self.shard else self.path
+
+    def shard_dirs(self) -> list[Path]:
+        """The shard folders present (any ``K``), ordered by (K, i)."""
+        found = []
+        for d in (self.path / self.SHARDS).glob("shard-*-of-*") if (self.path / self.SHARDS).is_dir() else ():
+            parts = d.name.split("-")
+            if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit() and d.is_dir():
+                found.append((int(parts[3]), int(parts[1]), d))
+        return [d for _, _, d in sorted(found)]
+
+    def result_files(self) -> list[Path]:
+        """Every results file of the run, in reading order: ``results.jsonl``, then the shards'
+        (records in a shard's file are newer than the run file's: a shard retries what the run
+        file holds in error; the shard files are folded into the run file when the session ends)."""
+        return [self.path / self.RESULTS] + [d / self.RESULTS for d in self.shard_dirs()
+                                             if (d / self.RESULTS).exists()]
+
     @property
     def latents_dir(self) -> Path:
         return self.path / "latents"
@@ -191,6 +228,7 @@ class RunDir:
             self.write_spec(spec)  # non-result fields (batch size, device) may change on resume
             for name in (self.EVENTS, self.RESULTS):
                 truncate_torn_tail(self.path / name)
+            self.fold_shards()
             return "resume"
 
     def _check_models(self, spec: RunSpec) -> None:
@@ -238,30 +276,61 @@ class RunDir:
 
     # ------------------------------------------------------------------ append-only logs
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append ``{"ts": now, "type": type, **fields}`` to events.jsonl; returns it."""
+        """Append ``{"ts": now, "type": type, **fields}`` to this writer's events.jsonl; returns it."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {', '.join(EVENT_TYPES)}, got {type!r}")
         ev = {"ts": utc_now(), "type": type, **fields}
-        append_jsonl(self.path / self.EVENTS, ev)
+        self.own_dir.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.own_dir / self.EVENTS, ev)
         return ev
 
     def append_result(self, record: Mapping[str, Any]) -> None:
-        """Append one item record (must hold ``item_id``); write its files first."""
+        """Append one item record (must hold ``item_id``) to this writer's results.jsonl; write its
+        files first."""
         if "item_id" not in record:
             raise ValueError("a result record needs an item_id")
-        append_jsonl(self.path / self.RESULTS, record)
+        self.own_dir.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.own_dir / self.RESULTS, record)
 
     def read_events(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / self.EVENTS)
+        """This writer's events (the run's events.jsonl, or its shard's)."""
+        return read_jsonl(self.own_dir / self.EVENTS)
+
+    def read_all_events(self) -> list[dict[str, Any]]:
+        """The run's events, then each shard's (shard events carry no ``shard`` field of their own:
+        they are in their shard's file)."""
+        return read_jsonl(self.path / self.EVENTS) + [ev for d in self.shard_dirs()
+                                                       for ev in read_jsonl(d / self.EVENTS)]
 
     def read_results(self) -> dict[str, dict[str, Any]]:
-        """item_id -> its latest record, in order of first appearance."""
+        """item_id -> its latest record over every results file (:meth:`result_files`), in order of
+        first appearance."""
         out: dict[str, dict[str, Any]] = {}
-        for rec in read_jsonl(self.path / self.RESULTS):
-            iid = rec.get("item_id")
-            if isinstance(iid, str):
-                out[iid] = rec
+        for path in self.result_files():
+            for rec in read_jsonl(path):
+                iid = rec.get("item_id")
+                if isinstance(iid, str):
+                    out[iid] = rec
         return out
+
+    def fold_shards(self) -> int:
+        """Append every shard's complete records to the run's results.jsonl and remove the shard's
+        results file (its events and log stay). Call only while no shard writer is live. Safe to
+        repeat after a crash: a record folded twice is the same record. Returns records folded."""
+        n = 0
+        for d in self.shard_dirs():
+            path = d / self.RESULTS
+            if not path.exists():
+                continue
+            records = read_jsonl(path)
+            for rec in records:
+                append_jsonl(self.path / self.RESULTS, rec)
+            n += len(records)
+            path.unlink()
+            lock = d / self.LOCK
+            if lock.exists() and not self._live(read_json_object(lock)):
+                lock.unlink(missing_ok=True)
+        return n
 
     def done_ids(self, statuses: Iterable[str] = ("ok",)) -> set[str]:
         """Ids whose latest record has one of ``statuses`` (default: finished successfully; items
@@ -291,25 +360,37 @@ class RunDir:
 
     # ------------------------------------------------------------------ lock
     def read_lock(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self.path / self.LOCK).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_json_object(self.own_dir / self.LOCK)
 
     def live_lock(self) -> dict[str, Any] | None:
         """The lock if its process is alive on this host, else None. A lock written on another
         host counts as stale (its process cannot be checked from here; see docs/run-format.md)."""
         lock = self.read_lock()
+        return lock if self._live(lock) else None
+
+    @staticmethod
+    def _live(lock: Mapping[str, Any] | None) -> bool:
         if not lock or lock.get("host") != socket.gethostname():
-            return None
+            return False
         pid = lock.get("pid")
-        return lock if isinstance(pid, int) and pid_alive(pid, lock.get("proc_start")) else None
+        return isinstance(pid, int) and pid_alive(pid, lock.get("proc_start"))
+
+    def live_shard_locks(self) -> list[dict[str, Any]]:
+        """The locks of shard writers whose processes are alive on this host."""
+        out = []
+        for d in self.shard_dirs():
+            lock = read_json_object(d / self.LOCK)
+            if self._live(lock):
+                out.append(lock)
+        return out
 
     def _check_not_live(self) -> None:
         lock = self.live_lock()
         if lock and lock.get("pid") != os.getpid():
             raise RunLockedError(self._locked_message(lock))
+        shard = next(iter(self.live_shard_locks()), None) if self.shard is None else None
+        if shard is not None:
+            raise RunLockedError(self._locked_message(shard) + " (a shard of a sharded session)")
         if lock is None and self._lock_being_written():
             raise RunLockedError(f"{self.path} is being started by another process; wait for it or cancel it first")
 
@@ -321,7 +402,7 @@ class RunDir:
         """Whether run.pid exists but does not parse yet and is younger than a few seconds (a
         process that created it with O_EXCL is still writing it)."""
         try:
-            age = time.time() - (self.path / self.LOCK).stat().st_mtime
+            age = time.time() - (self.own_dir / self.LOCK).stat().st_mtime
         except OSError:
             return False
         return self.read_lock() is None and age < self.FRESH_LOCK_S
@@ -330,8 +411,8 @@ class RunDir:
         """Create run.pid holding ``data`` atomically, only if it does not exist (a complete temp
         file hard-linked into place; ``O_CREAT|O_EXCL`` where links are not supported). True if
         created, False if run.pid already exists."""
-        dest = self.path / self.LOCK
-        tmp = self.path / f".{self.LOCK}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        dest = self.own_dir / self.LOCK
+        tmp = self.own_dir / f".{self.LOCK}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
@@ -364,8 +445,8 @@ class RunDir:
         """Remove a stale run.pid whose bytes were ``seen``: rename it away atomically, and if the
         file renamed is not the one judged stale (another process replaced it meanwhile), put it
         back."""
-        dest = self.path / self.LOCK
-        aside = self.path / f".{self.LOCK}.stale.{os.getpid()}.{uuid.uuid4().hex}"
+        dest = self.own_dir / self.LOCK
+        aside = self.own_dir / f".{self.LOCK}.stale.{os.getpid()}.{uuid.uuid4().hex}"
         try:
             os.rename(dest, aside)
         except FileNotFoundError:
@@ -386,23 +467,23 @@ class RunDir:
         """Take run.pid for this process, atomically (see :meth:`_create_lock`); a stale lock (dead,
         zombie or recycled pid, another host) is taken over. :class:`RunLockedError` if another
         live process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.own_dir.mkdir(parents=True, exist_ok=True)
         data = (json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
                             "proc_start": _proc_start_ticks(os.getpid())}) + "\n").encode("utf-8")
-        with _dir_mutex(self.path):
+        with _dir_mutex(self.own_dir):
             for _ in range(20):
                 if self._create_lock(data):
                     self._owns_lock = True
                     return
                 try:
-                    seen = (self.path / self.LOCK).read_bytes()
+                    seen = (self.own_dir / self.LOCK).read_bytes()
                 except FileNotFoundError:
                     continue
                 except OSError as e:
                     raise RunLockedError(f"{self.path}: cannot read {self.LOCK}: {e}") from e
                 lock = self.live_lock()
                 if lock is not None and lock.get("pid") == os.getpid():
-                    atomic_write_bytes(self.path / self.LOCK, data)  # already ours: refresh it
+                    atomic_write_bytes(self.own_dir / self.LOCK, data)  # already ours: refresh it
                     self._owns_lock = True
                     return
                 if lock is not None:
@@ -422,7 +503,7 @@ class RunDir:
             lock = self.read_lock()
             if lock and lock.get("pid") == os.getpid():
                 try:
-                    (self.path / self.LOCK).unlink()
+                    (self.own_dir / self.LOCK).unlink()
                 except FileNotFoundError:
                     pass
             self._owns_lock = False
@@ -432,7 +513,7 @@ class RunDir:
         """``running`` (a live process holds the lock), else from the last start/terminal event:
         ``finished`` | ``cancelled`` | ``failed`` | ``incomplete`` (started, process gone), or
         ``new`` (no events yet)."""
-        if self.live_lock() is not None:
+        if self.live_lock() is not None or (self.shard is None and self.live_shard_locks()):
             return "running"
         state = "new"
         for ev in self.read_events():

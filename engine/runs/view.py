@@ -18,6 +18,7 @@ from typing import Any
 
 from memtui.engine import analyses
 from memtui.engine.analyses.base import Analysis, Table
+from memtui.engine.core.io import read_json_object
 from memtui.engine.detectors.config import run_concept_name
 from memtui.engine.runs.schema import LEGACY_FORMAT_VERSION
 
@@ -29,14 +30,6 @@ NO_CHECKPOINT = "base"  # the checkpoint label of a run without an ablated check
 def checkpoint_label(ablated: str | None) -> str:
     """The ablated checkpoint's file or folder stem (``esd-parachute``), or ``base`` without one."""
     return Path(str(ablated).rstrip("/")).stem if ablated else NO_CHECKPOINT
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -51,7 +44,7 @@ class RunView:
     def open(cls, path: str | os.PathLike[str]) -> "RunView":
         """Read ``path``'s spec.json and summary.json (either may be missing)."""
         p = Path(path)
-        return cls(p, _read_json(p / "spec.json"), _read_json(p / "summary.json"))
+        return cls(p, read_json_object(p / "spec.json") or {}, read_json_object(p / "summary.json") or {})
 
     # ------------------------------------------------------------------ labels
     @property

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from memtui.engine.runs.store import RunDir
 from memtui.engine.runs.view import RunView
 
 from .. import jobs
@@ -86,7 +87,7 @@ class MemoriesScreen(Screen):
                 if r.get("set") == "memory" and str(r.get("target_id")) == target_id]
 
     def action_reload(self) -> None:
-        self.records = jobs.latest_results(jobs.read_jsonl(self.run_dir / "results.jsonl"))
+        self.records = RunDir(self.run_dir).read_results()
         self.law = RunView.open(self.run_dir).nll_law()
         t = self.query_one("#targets", DataTable)
         rows = []

@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from memtui.engine.core.io import read_json_object
 from memtui.engine.runs.view import RunView
 
 from .. import jobs
@@ -142,7 +143,7 @@ class RunScreen(Screen):
     def tail(self) -> None:
         """Tail the run directory until the run ends (or the screen goes away)."""
         worker = get_current_worker()
-        results_tail = jobs.JsonlTail(self.run_dir / "results.jsonl")
+        results_tail = jobs.ResultsTail(self.run_dir)
         events_tail = jobs.JsonlTail(self.run_dir / "events.jsonl")
         state = RunState()
         log_tail = jobs.TextTail(self.run_dir / jobs.LOG_FILE)
@@ -156,7 +157,7 @@ class RunScreen(Screen):
             total = state.extra.get("total")
             status = jobs.run_status(self.run_dir)
             live = status == "running"
-            summary = jobs.read_json(self.run_dir / "summary.json")
+            summary = read_json_object(self.run_dir / "summary.json")
             summary_changed = summary != state.summary
             log_new = log_tail.read_new()
             changed = bool(new_results or new_events or summary_changed or log_new
@@ -186,7 +187,7 @@ class RunScreen(Screen):
                 table.apply_sort()
             self.status = msg.status
             if not self.info.spec:  # a just-launched run writes its spec.json once it starts
-                self.info.spec = jobs.read_json(self.run_dir / "spec.json") or {}
+                self.info.spec = read_json_object(self.run_dir / "spec.json") or {}
             self.query_one("#run-title", Static).update(self.title_text())
             records = table.records
             done = len(records)

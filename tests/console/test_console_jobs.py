@@ -26,6 +26,23 @@ def test_jsonl_tail_reads_only_complete_new_lines(tmp_path):
     assert tail.read_new() == [{"item_id": "b", "psnr": 1.5}]
 
 
+def test_results_tail_follows_the_run_file_and_each_shard_file(tmp_path):
+    from memtui.engine.runs.store import RunDir
+
+    rd = RunDir(tmp_path)
+    rd.append_result({"item_id": "a", "status": "error"})
+    tail = jobs.ResultsTail(tmp_path)
+    assert [r["item_id"] for r in tail.read_new()] == ["a"]
+    RunDir(tmp_path, shard=(0, 2)).append_result({"item_id": "a", "status": "ok"})
+    RunDir(tmp_path, shard=(1, 2)).append_result({"item_id": "b", "status": "ok"})
+    new = tail.read_new()  # shard files appear mid-session: both are followed
+    assert [(r["item_id"], r["status"]) for r in new] == [("a", "ok"), ("b", "ok")]
+    assert tail.read_new() == []
+    rd.fold_shards()  # the session ends: the same records come again from the run file
+    assert sorted(r["item_id"] for r in tail.read_new()) == ["a", "b"]
+    assert rd.read_results()["a"]["status"] == "ok"
+
+
 def test_spawned_process_is_seen_live_and_cancelled_by_group(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
