@@ -32,6 +32,9 @@ from memtui.engine.core.cancel import is_cancelled
 
 # Official SIB call: DecInv(..., scales=(1, 0, 0)) — plain MSE, no regularisation.
 DEFAULT_LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 0.0, 0.0)
+# learning-rate schedules over the ``steps`` Adam steps: the official constant lr, or cosine decay
+# from ``lr`` to 0 (torch.optim.lr_scheduler.CosineAnnealingLR, T_max = steps)
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
 class DecoderInversionCancelled(RuntimeError):
@@ -84,6 +87,7 @@ def decoder_invert(
     cancel: Any = None,
     chunk_size: int | None = None,
     progress_every: int = 10,
+    schedule: str = "constant",
 ) -> DecoderInversionResult:
     """Invert the VAE decoder of ``pipe`` for ``targets [B, 3, H, W]`` in [-1, 1], starting from
     ``init_latents [B, C, h, w]`` (unscaled VAE latents, e.g. the encoder mean), with ``steps`` Adam
@@ -92,7 +96,11 @@ def decoder_invert(
     called every ``progress_every`` steps and at the end; ``cancel`` (Event-like or callable) is
     checked between steps and raises :class:`DecoderInversionCancelled`. ``chunk_size`` bounds the
     number of items per forward/backward (gradients accumulate; the result does not change).
+    ``schedule``: the learning rate over the steps, ``constant`` (official) or ``cosine`` (from
+    ``lr`` down to 0 at the last step).
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if targets.ndim != 4 or init_latents.ndim != 4 or targets.shape[0] != init_latents.shape[0]:
         raise ValueError(f"targets [B,3,H,W] and init_latents [B,C,h,w] must share B; got "
                          f"{tuple(targets.shape)} and {tuple(init_latents.shape)}")
@@ -115,6 +123,7 @@ def decoder_invert(
     pipe.vae.requires_grad_(False)
     z = init_latents.detach().to(dev, torch.float32).clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if schedule == "cosine" else None
     history = np.zeros((steps, n), dtype=np.float64)
     try:
         for step in range(steps):
@@ -128,6 +137,8 @@ def decoder_invert(
                 losses.sum().backward()
                 history[step, sl] = losses.detach().double().cpu().numpy()
             opt.step()
+            if sched is not None:
+                sched.step()
             if progress is not None and ((step + 1) % progress_every == 0 or step + 1 == steps):
                 progress(step + 1, steps, float(history[step].mean()))
         with torch.no_grad():
