@@ -205,9 +205,9 @@ class ItemLoop:
             i += len(part)
             yield part
 
-    def run_shards(self, k: int) -> bool:
-        """Compute the run as ``k`` shard processes (:func:`memtui.engine.runs.shards.run_shards`);
-        returns whether it was cancelled."""
+    def run_shards(self, k: int, done: set[str]) -> bool:
+        """Compute the run as ``k`` shard processes (:func:`memtui.engine.runs.shards.run_shards`),
+        starting only shards with ids not in ``done``; returns whether it was cancelled."""
         from memtui.engine.runs.shards import run_shards, shard_units
 
         def on_record(done: int, rec: dict[str, Any]) -> None:
@@ -215,7 +215,6 @@ class ItemLoop:
             self.notify(rec)
 
         self.total = len(self.ids)
-        done = self.done_ids()
         which = [i for i in range(k) if shard_units(self.units(), i, k) - done]  # shards with work left
         cancelled = run_shards(self.rd, k, self.ids, self.cancelled, on_record, which)
         self.done = len(set(self.ids) & set(self.rd.read_results()))
@@ -266,7 +265,7 @@ class ItemLoop:
         fingerprint = json.loads(json.dumps(self.spec.fingerprint(), default=str))
         if not first:
             self.check_fingerprint(events, fingerprint)
-        shards = 1 if self.rd.shard else max(1, int(getattr(self.spec, "shards", 1) or 1))
+        shards = 1 if self.rd.shard else self.spec.shards
         where = ({"shard": list(self.rd.shard)} if self.rd.shard else {"shards": shards} if shards > 1 else {})
         models = {"models": model_identities(self.spec)} if first and not self.rd.shard else {}
         self.rd.event("started" if first else "resumed", total=self.total, done=self.done, pid=os.getpid(),
@@ -275,7 +274,7 @@ class ItemLoop:
         cancelled = False
         try:
             if shards > 1:
-                cancelled = self.run_shards(shards)
+                cancelled = self.run_shards(shards, done)
             else:
                 groups = iter(self.groups(done | (set(self.ids) - mine)))
                 while True:

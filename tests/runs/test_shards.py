@@ -12,12 +12,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,19 @@ def _wait(cond, what: str, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _command(argv: list[str]) -> Iterator[subprocess.Popen]:
+    """``argv`` as a child process (stderr piped as text); killed and reaped on the way out."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
 def _shard_records(out: Path, i: int) -> int:
     path = out / f"shards/shard-{i}-of-2/results.jsonl"
     return path.read_bytes().count(b"\n") if path.exists() else 0
@@ -192,12 +207,10 @@ def direct_run(tiny_pipe_dir, data, tmp_path_factory) -> Path:
 def test_the_holder_killed_mid_run_leaves_its_shards_finishing_and_the_command_completes_it(
         tiny_pipe_dir, data, direct_run, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tiny_pipe_dir, data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=_env())
-    try:
+    with _command(_cmd(tiny_pipe_dir, data, out)) as proc:
         _wait(lambda: proc.poll() is not None or _shard_records(out, 0) + _shard_records(out, 1) >= 1,
               "a shard's first record")
-        assert proc.poll() is None, proc.stderr.read().decode()
+        assert proc.poll() is None, proc.stderr.read()
         proc.kill()
         proc.wait()
         rd = RunDir(out)
@@ -205,11 +218,6 @@ def test_the_holder_killed_mid_run_leaves_its_shards_finishing_and_the_command_c
         _wait(lambda: not rd.live_shard_locks(), "the shards to finish")
         assert rd.status() == "incomplete" and rd.read_summary() is None
         assert len(rd.read_results()) == len(RunDir(direct_run).read_results())  # the shards finished their part
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
     again = subprocess.run(_cmd(tiny_pipe_dir, data, out), env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert RunDir(out).status() == "finished" and RunDir(out).read_summary()["complete"] is True
@@ -219,19 +227,13 @@ def test_the_holder_killed_mid_run_leaves_its_shards_finishing_and_the_command_c
 def test_a_shard_killed_fails_the_command_naming_its_log_and_resumes(tiny_pipe_dir, data, direct_run,
                                                                      tmp_path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tiny_pipe_dir, data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=_env())
-    try:
+    with _command(_cmd(tiny_pipe_dir, data, out)) as proc:
         _wait(lambda: proc.poll() is not None or _shard_records(out, 1) >= 1, "shard 1's first record")
         lock = RunDir(out, shard=(1, 2)).read_lock()
         assert lock is not None, proc.stderr.read() if proc.poll() is not None else "no lock"
         os.kill(lock["pid"], signal.SIGKILL)
         killed_at = _shard_records(out, 1)
         err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, err
     assert "shard 1 of 2 ended with exit status -9" in err and "shard-1-of-2/shard.log" in err
     total = len(RunDir(direct_run).read_results())
@@ -245,16 +247,10 @@ def test_a_shard_killed_fails_the_command_naming_its_log_and_resumes(tiny_pipe_d
 
 def test_sigint_stops_every_shard_resumable(tiny_pipe_dir, data, direct_run, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tiny_pipe_dir, data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=_env())
-    try:
+    with _command(_cmd(tiny_pipe_dir, data, out)) as proc:
         _wait(lambda: proc.poll() is not None or _shard_records(out, 0) >= 1, "shard 0's first record")
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     rd = RunDir(out)
     summary = rd.read_summary()
