@@ -19,7 +19,7 @@ from .signals import StopOnSignals
 from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
 SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size", "shards",
-              "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
+              "compile", "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
 
 
 def _err(msg: str) -> None:

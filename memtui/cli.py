@@ -56,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--reference", metavar="DIR", help="reference dataset folder (e.g. COCO 2017)")
     spec.add_argument("--method", choices=method_names(), help="inversion method (default renoise)")
     spec.add_argument("--steps", type=int, metavar="N", help="diffusion steps (default 50)")
-    spec.add_argument("--batch-size", dest="batch_size", type=int, metavar="B",
-                      help="images per batch (default 8; may differ on resume)")
+    spec.add_argument("--batch-size", dest="batch_size", type=_batch_size, metavar="B",
+                      help="images per batch, or 'auto' (the default): measured from free GPU memory, "
+                           "8 on the CPU; may differ on resume")
+    spec.add_argument("--compile", action="store_true", default=None,
+                      help="torch.compile the UNet (CUDA; the first batch of each shape compiles, "
+                           "minutes at 512 px; may differ on resume)")
     spec.add_argument("--shards", type=int, metavar="K",
                       help="split the run's items over K processes on this host, one GPU each where "
                            "there are several (default 1; may differ on resume)")
@@ -139,3 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or 'auto', got {text!r}") from None

@@ -134,8 +134,11 @@ def validate(spec: dict[str, Any], name: str, runs_dir: Path, detect: bool = Tru
             problems.append(f"The {label} {value!r} ({layout} layout) holds no images.")
     for key, label in (("steps", "number of steps"), ("batch_size", "batch size")):
         v = spec.get(key)
+        if key == "batch_size" and v == "auto":
+            continue
         if v is not None and (not isinstance(v, int) or v < 1):
-            problems.append(f"The {label} must be a whole number of at least 1 (got {v!r}).")
+            extra = " or 'auto'" if key == "batch_size" else ""
+            problems.append(f"The {label} must be a whole number of at least 1{extra} (got {v!r}).")
     if spec.get("analysis") not in analysis_names():
         problems.append(f"Unknown analysis {spec.get('analysis')!r}; choose one of {', '.join(analysis_names())}.")
     if spec.get("method") not in method_names():

@@ -10,6 +10,7 @@ plus analysis-specific fields.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from memtui.engine.core.tensors import to_uint8
 from memtui.engine.inversion.registry import get_method
 from memtui.engine.runs.lifecycle import inversion_config, load_run_model
 from memtui.engine.runs.loop import ItemLoop
+from memtui.engine.runs.spec import AUTO_BATCH
 
 __all__ = ["InversionItems", "method_seed"]
 
@@ -33,6 +35,14 @@ def method_seed(method: str) -> dict[str, Any] | None:
         return get_method(method).seed_info()
     except ValueError:
         return None
+
+
+def probe_words(info: Mapping[str, Any]) -> str:
+    """The batch-size probe's figures in words (for the run's log)."""
+    if "per_item_mib" not in info:
+        return str(info.get("reason", "not probed"))
+    return (f"{info['per_item_mib']} MiB per item, {info['fixed_mib']} MiB fixed, "
+            f"{info['free_mib']} MiB free, {int(info['headroom'] * 100)}% planned")
 
 
 class InversionItems(ItemLoop):
@@ -60,9 +70,31 @@ class InversionItems(ItemLoop):
     # ------------------------------------------------------------------ model
     def ensure_model(self) -> None:
         """Load the base pipeline (+ ablated weights) once; build the inversion config and the
-        image size (``self.size``, pixels)."""
-        if self.pipe is None:
-            self.pipe, self.config, self.size = load_run_model(self.spec, self.rd, self.device)
+        image size (``self.size``, pixels); with ``batch_size = "auto"`` measure the batch size
+        (:func:`~memtui.engine.model.speed.auto_batch_size`), then ``torch.compile`` the UNet when
+        the spec asks (after the probe, so the probe's shapes are not compiled)."""
+        if self.pipe is not None:
+            return
+        from memtui.engine.model.speed import auto_batch_size, compile_unet
+
+        self.pipe, self.config, self.size = load_run_model(self.spec, self.rd, self.device)
+        if self.spec.batch_size == AUTO_BATCH:
+            batch, info = auto_batch_size(self.pipe.device, self._probe, self.batch_size)
+            self.batch_size = batch
+            self.rd.event("progress", stage="batch_size", batch_size=batch, probe=info,
+                          message=f"batch size {batch} (auto: {probe_words(info)})")
+        if self.spec.compile:
+            compiled = compile_unet(self.pipe)
+            self.rd.event("progress", stage="compile", compiled=compiled,
+                          message="UNet compiled with torch.compile (the first batch of each shape compiles)")
+
+    def _probe(self, b: int) -> None:
+        """One batch of ``b`` mid-gray images inverted and reconstructed in 2 steps: the memory
+        probe of the automatic batch size (results discarded)."""
+        from memtui.engine.inversion.api import invert_images
+
+        x = torch.zeros(b, 3, self.size, self.size)
+        invert_images(self.pipe, x, [""] * b, dataclasses.replace(self.config, steps=2))
 
     # ------------------------------------------------------------------ one batch
     def invert(self, x: torch.Tensor, prompts: Sequence[str], latents: bool = False,

@@ -40,6 +40,7 @@ class SDPipeline:
     tokenizer: CLIPTokenizer
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    vae_chunk: int | None = None  # images per VAE encode/decode call (None: the whole batch)
     _prompt_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ properties
@@ -120,10 +121,15 @@ class SDPipeline:
         """Scaled latents ``[B, C, h, w]`` (float32) of images ``[B, 3, H, W]`` in [-1, 1]: the
         posterior mean, or with standard-normal ``noise [B, C, h, w]`` the posterior sample
         ``mean + std·noise`` (the official ReNoise path draws it per item from a seeded CPU generator,
-        spec §0.3 step 2: :func:`memtui.engine.diffusion.noise.noise_from_generators`)."""
+        spec §0.3 step 2: :func:`memtui.engine.diffusion.noise.noise_from_generators`). The VAE sees
+        :attr:`vae_chunk` images at a time."""
+        means, stds = [], []
         with torch.no_grad():
-            dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
-        mean, std = dist.mean.float(), dist.std.float()
+            for part in self._vae_chunks(images):
+                dist = self.vae.encode(part.to(self.device, self.dtype)).latent_dist
+                means.append(dist.mean.float())
+                stds.append(dist.std.float())
+        mean, std = torch.cat(means), torch.cat(stds)
         if noise is not None:
             if tuple(noise.shape) != tuple(mean.shape):
                 raise ValueError(f"noise must have the latents' shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
@@ -131,9 +137,16 @@ class SDPipeline:
         return mean * self.scaling_factor
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` (float32, not clamped, nominally [-1, 1]) from scaled latents."""
-        out = self.vae.decode((z / self.scaling_factor).to(self.device, self.dtype)).sample
-        return out.float()
+        """Images ``[B, 3, H, W]`` (float32, not clamped, nominally [-1, 1]) from scaled latents,
+        :attr:`vae_chunk` at a time."""
+        return torch.cat([self.vae.decode((part / self.scaling_factor).to(self.device, self.dtype)).sample.float()
+                          for part in self._vae_chunks(z)])
+
+    def _vae_chunks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x`` split along the batch into :attr:`vae_chunk`-sized parts (one part when unset)."""
+        if not self.vae_chunk or x.shape[0] <= self.vae_chunk:
+            return (x,)
+        return x.split(self.vae_chunk)
 
     # ------------------------------------------------------------------ UNet
     def eps(self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -23,16 +23,23 @@ def load_pipeline(spec: RunSpec, device: str, base: str | None = None) -> tuple[
 
 def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, int]:
     """Load the base pipeline (+ the ablated checkpoint) and build the inversion config of ``spec``;
-    logs a ``progress`` event with the load report. Returns ``(pipe, InversionConfig, image_size_px)``.
-    Raises SpecError when the image size does not fit the VAE's downsampling factor."""
+    logs a ``progress`` event with the load report and the speed settings applied (channels_last
+    where safe, VAE calls of :data:`~memtui.engine.model.speed.VAE_CHUNK` images; ``torch.compile``
+    is left to the caller, after any batch-size probe). Returns ``(pipe, InversionConfig,
+    image_size_px)``. Raises SpecError when the image size does not fit the VAE's downsampling factor."""
+    from memtui.engine.model.speed import VAE_CHUNK, apply_speed_settings
+
     t = time.monotonic()
     pipe, report = load_pipeline(spec, device)
+    pipe.vae_chunk = VAE_CHUNK
+    speed = apply_speed_settings(pipe)
     size = spec.image_size or pipe.image_size
     if size % pipe.vae_scale:
         raise SpecError(f"image_size {size} is not a multiple of the VAE's {pipe.vae_scale}")
     config = inversion_config(spec)
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
-             precision=spec.precision, image_size=size, load_report=report, inversion=config.to_dict())
+             precision=spec.precision, image_size=size, load_report=report, inversion=config.to_dict(),
+             speed={**speed, "vae_chunk": pipe.vae_chunk})
     return pipe, config, size
 
 

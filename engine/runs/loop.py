@@ -80,7 +80,7 @@ class ItemLoop:
 
     def __init__(self, spec: RunSpec, rd: RunDir, progress: Progress | None = None, cancel: Any = None) -> None:
         self.spec, self.rd, self.progress, self.cancel = spec, rd, progress, cancel
-        self.batch_size = max(1, int(spec.batch_size))
+        self.batch_size = spec.initial_batch_size()
         self.device = resolve_device(spec.device)
         self.ids: list[str] = []
         self.done = 0

@@ -1,7 +1,7 @@
 """What a run computes: :class:`RunSpec`, read from TOML / JSON / a run directory, validated, and
 fingerprinted so a resumed run can be checked against the stored one.
 
-Fields that do not change results (``batch_size``, ``device``, ``shards``) and cosmetic differences in paths
+Fields that do not change results (``batch_size``, ``device``, ``shards``, ``compile``) and cosmetic differences in paths
 (relative vs absolute, symlinks, trailing slashes) are left out of :meth:`RunSpec.fingerprint`:
 resuming with another batch size or on another device is allowed.
 
@@ -28,7 +28,9 @@ EMD_METRICS = ("w2", "w1")
 RESAMPLES = ("bicubic", "bilinear", "lanczos", "nearest", "box", "hamming")
 ALPHAS = ("white", "drop")
 PATH_FIELDS = ("base", "ablated", "erased", "reference")
-NON_RESULT_FIELDS = ("batch_size", "device", "shards")
+NON_RESULT_FIELDS = ("batch_size", "device", "shards", "compile")
+AUTO_BATCH = "auto"  # batch_size: chosen from free accelerator memory (engine.model.speed.auto_batch_size)
+DEFAULT_BATCH = 8  # what "auto" means where no memory probe runs (CPU, MPS) and before the model loads
 MAX_SHARDS = 64  # writer processes of one run on one host
 DERIVED_FIELDS = ("method_seed",)  # written into spec.json for readers, ignored when a spec is read
 MIN_STEPS, MAX_STEPS = 2, 1000  # DDIM inversion needs two timesteps; the scheduler has 1000
@@ -84,7 +86,9 @@ def _norm_path(value: str | None) -> str | None:
 @dataclass
 class RunSpec:
     """One run's settings. Paths are strings (local folders/files, or a model id in the local HF
-    cache for ``base``). ``image_size`` None = the model's native size; ``num_reference`` None =
+    cache for ``base``). ``batch_size`` ``"auto"`` = chosen from free accelerator memory once the
+model is loaded (:data:`DEFAULT_BATCH` on the CPU); ``compile``: ``torch.compile`` the UNet (CUDA;
+slow first batches of each shape). ``image_size`` None = the model's native size; ``num_reference`` None =
     as many reference items as erased items; ``max_items`` caps each set (None = all)."""
 
     analysis: str = "concept"
@@ -94,10 +98,11 @@ class RunSpec:
     reference: str | None = None
     method: str = DEFAULT_METHOD
     steps: int = 50
-    batch_size: int = 8
+    batch_size: int | str = AUTO_BATCH
     shards: int = 1
     precision: str = "fp32"
     device: str = "auto"
+    compile: bool = False
     seed: int = 42
     image_size: int | None = None
     resample: str = "bicubic"
@@ -123,6 +128,11 @@ class RunSpec:
             return {"method_seed": get_method(self.method).seed_info()}
         except ValueError:
             return {}
+
+    def initial_batch_size(self) -> int:
+        """The batch size a run starts with: ``batch_size``, or :data:`DEFAULT_BATCH` for ``"auto"``
+        (the item loop replaces it with the probed size once the model is loaded)."""
+        return DEFAULT_BATCH if self.batch_size == AUTO_BATCH else max(1, int(self.batch_size))
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -183,7 +193,10 @@ class RunSpec:
         choice("emd_metric", EMD_METRICS)
         choice("resample", RESAMPLES)
         choice("alpha", ALPHAS)
-        for name in ("batch_size", "normal_samples", "shards"):
+        bs = self.batch_size
+        if bs != AUTO_BATCH and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            out.append(f"batch_size must be a positive integer or {AUTO_BATCH!r}, got {bs!r}")
+        for name in ("normal_samples", "shards"):
             positive_int(name)
         if isinstance(self.shards, int) and self.shards > MAX_SHARDS:
             out.append(f"shards must be at most {MAX_SHARDS}, got {self.shards}")
@@ -201,8 +214,9 @@ class RunSpec:
         for name in ("inversion", "options"):
             if not isinstance(getattr(self, name), dict):
                 out.append(f"{name} must be a table of settings, got {getattr(self, name)!r}")
-        if not isinstance(self.demo, bool):
-            out.append(f"demo must be true or false, got {self.demo!r}")
+        for name in ("demo", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                out.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in PATH_FIELDS:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):

@@ -30,7 +30,7 @@ SELECTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("method", "method", launch.method_names()),
     ("precision", "precision", launch.PRECISIONS),
 )
-NUMBERS: tuple[tuple[str, str, str], ...] = (("steps", "steps", "50"), ("batch_size", "batch size", "8"))
+NUMBERS: tuple[tuple[str, str, str], ...] = (("steps", "steps", "50"), ("batch_size", "batch size", "auto"))
 
 
 OPENER = Opener(key="n", description="New run", hosts=("browse",), order=20)

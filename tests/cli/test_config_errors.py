@@ -159,3 +159,28 @@ def test_checkpoint_with_non_finite_tensors_is_refused(tiny_pipe_dir, small, tin
 def test_a_valid_checkpoint_still_runs(tiny_pipe_dir, small, unet_file, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(args(tiny_pipe_dir, small, out, "--ablated", str(unet_file), "--steps", "2")) == 0
+
+
+def test_batch_size_must_be_a_number_or_auto(tiny_pipe_dir, small, tmp_path, capsys):
+    assert main(args(tiny_pipe_dir, small, tmp_path / "r", "--batch-size", "big")) == 2
+    assert "must be a whole number or 'auto', got 'big'" in capsys.readouterr().err
+
+
+def test_batch_size_auto_and_compile_flags_reach_the_spec(tiny_pipe_dir, small, tmp_path, monkeypatch):
+    """``--batch-size auto --compile`` are stored in spec.json; on the CPU auto means 8, and the UNet
+    is handed to torch.compile (stubbed here: compiling needs a C toolchain and minutes)."""
+    import json
+
+    from memtui.engine.model import speed
+
+    wrapped: list[object] = []
+    monkeypatch.setattr(speed, "compile_unet", lambda pipe, mode=None: wrapped.append(pipe) or True)
+    out = tmp_path / "r"
+    assert main(args(tiny_pipe_dir, small, out, "--batch-size", "auto", "--compile")) == 0
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["batch_size"] == "auto" and spec["compile"] is True
+    assert json.loads((out / "summary.json").read_text())["batch_size"] == 8
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    stages = {e.get("stage"): e for e in events if e["type"] == "progress"}
+    assert stages["batch_size"]["probe"] == {"probed": False, "reason": "no memory probe on cpu"}
+    assert stages["compile"]["compiled"] is True and len(wrapped) == 1
