@@ -111,6 +111,10 @@ class MemoriesOptions(TargetOptions):
                                 "docs/sphere.md)")
     decoder_chunk: int | None = option(None, help="items per decoder forward/backward (default: all at once)",
                                        minimum=1, metavar="N")
+    targets_together: int | None = option(None, help="targets batched together: their decoder inversions in one "
+                                          "Adam run, their diffusion jobs in shared batches (default: as many as "
+                                          "fill one batch, batch size // (2 x supports + 1), at least 1; does not "
+                                          "change results beyond float rounding)", minimum=1, metavar="K")
 
 
 @register
@@ -119,6 +123,7 @@ class Memories(Analysis):
     question = ("The Sequential Inversion Block: many distinct, likely seeds per erased image, on a sphere "
                 "around its own seed (memory PSNR, NLL, distances, CV)")
     Options = MemoriesOptions
+    non_result_options = ("targets_together",)
     compute = "memtui.engine.compute.memories:run_memories"
     datasets = ("erased", "reference")
     sets = ("target", "memory", "control")

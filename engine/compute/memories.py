@@ -60,6 +60,7 @@ import torch
 from memtui.engine.analyses.memories import SIB_PATHS, Memories, MemoriesOptions, resolve_sib_path
 from memtui.engine.compute.inversion_items import InversionItems
 from memtui.engine.compute.memories_stats import average_figures, target_figures
+from memtui.engine.core.device import empty_cache, is_oom
 from memtui.engine.core.io import atomic_write_bytes
 from memtui.engine.core.tensors import to_uint8, uint8_to_tensor
 from memtui.engine.data.datasets import DatasetError, DatasetItem, read_dataset
@@ -162,11 +163,24 @@ class _Job:
     decoded: np.ndarray | None = None  # the decoder-only reconstruction D(z_vae) [H, W, 3] uint8
 
 
+@dataclass
+class _Loaded:
+    """A target's pixels ``q [3, H, W]`` and its readable supports' (``sup_x``, at ``keep``, indices
+    into ``plan.supports``)."""
+
+    plan: _Plan
+    q: torch.Tensor
+    sup_x: list[torch.Tensor]
+    keep: list[int]
+
+
 class _MemoriesRun(InversionItems):
     analysis = "memories"
+    decoder_chunk: int | None = None  # items per decoder pass now (the option, halved on OOM)
 
     def plan(self) -> list[str]:
         self.opts = SIBSettings.from_spec(self.spec)
+        self.decoder_chunk = self.opts.decoder_chunk
         recorded = self._recorded_sib_path()
         if recorded and (self.spec.options or {}).get("sib_path", "auto") == "auto":
             # a run begun when sib_path had no "auto" (its default was reencode) resumes on its path
@@ -210,12 +224,23 @@ class _MemoriesRun(InversionItems):
                 return str(sib)
         return None
 
-    # ------------------------------------------------------------------ work: one group per target
+    # ------------------------------------------------------------------ work: groups of targets
+    def together(self) -> int:
+        """Targets per group: ``targets_together``, else as many whole targets (2N + 1 items) as fill
+        one batch, at least 1."""
+        k = self.opts.targets_together
+        return int(k) if k else max(1, self.batch_size // (2 * self.opts.num_supports + 1))
+
     def groups(self, done: set[str]) -> Iterator[list[_Job]]:
-        for p in self.plans:
-            if all(i in done for i in p.ids):
-                continue
-            jobs = self._target(p, done)
+        """:meth:`together` targets at a time: their decoder stages batched in one pair of Adam
+        runs, their diffusion jobs in one group (batched by the loop)."""
+        todo = [p for p in self.plans if not all(i in done for i in p.ids)]
+        i = 0
+        while i < len(todo):
+            self.ensure_model()
+            part = todo[i:i + self.together()]
+            i += len(part)
+            jobs = self._targets(part, done)
             if jobs:
                 yield jobs
 
@@ -236,14 +261,13 @@ class _MemoriesRun(InversionItems):
                 self.emit(self.error_record(iid, s, prompt, (sup or t).source if s == "control" else t.source, msg,
                                             target_id=t.item_id, support_id=sup.item_id if sup else None))
 
-    def _target(self, p: _Plan, done: set[str]) -> list[_Job]:
-        """Load a target and its supports (load errors become records), run the decoder stage and
-        return the diffusion jobs of its items not in ``done``."""
-        self.ensure_model()
+    def _load_target(self, p: _Plan, done: set[str]) -> _Loaded | None:
+        """A target and its supports as tensors (load errors become records; None when the target
+        itself cannot be read)."""
         q, err = self._load(p.target)
         if q is None:
             self._fail_target(p, done, f"target image: {err}")
-            return []
+            return None
         sup_x: list[torch.Tensor] = []
         keep: list[int] = []
         for j, s in enumerate(p.supports):
@@ -256,60 +280,107 @@ class _MemoriesRun(InversionItems):
                 continue
             sup_x.append(x)
             keep.append(j)
-        dec = self._decoder_stage(p, q, torch.stack(sup_x) if sup_x else torch.empty(0, 3, self.size, self.size), keep)
-        return self._diffusion_jobs(p, q, sup_x, keep, dec, done)
+        return _Loaded(p, q, sup_x, keep)
+
+    def _targets(self, plans: Sequence[_Plan], done: set[str]) -> list[_Job]:
+        """Load targets and supports, run their decoder stage together and return the diffusion
+        jobs of their items not in ``done``."""
+        loaded = [x for x in (self._load_target(p, done) for p in plans) if x is not None]
+        decs = self._decoder_stage(loaded)
+        return [j for t, dec in zip(loaded, decs) for j in self._diffusion_jobs(t.plan, t.q, t.sup_x, t.keep, dec, done)]
 
     # ------------------------------------------------------------------ decoder stage
     def _ckpt_path(self, p: _Plan) -> Any:
         return self.rd.latents_dir / f"{p.target.item_id}.decinv.safetensors"
 
-    def _decoder_stage(self, p: _Plan, q: torch.Tensor, sup: torch.Tensor, keep: list[int]) -> dict[str, Any]:
-        """z_target [1], z_support [n], z_memory [n] (unscaled) with decoder PSNRs and losses."""
-        from safetensors.torch import load_file, safe_open, save
+    def _ckpt_meta(self, t: _Loaded) -> dict[str, str]:
+        return {"support_ids": json.dumps([t.plan.supports[j].item_id for j in t.keep]),
+                "options": json.dumps(self.opts.to_dict(), sort_keys=True), "image_size": str(self.size)}
 
-        sids = [p.supports[j].item_id for j in keep]
-        meta = {"support_ids": json.dumps(sids), "options": json.dumps(self.opts.to_dict(), sort_keys=True),
-                "image_size": str(self.size)}
-        path = self._ckpt_path(p)
-        if path.is_file():
-            try:
-                with safe_open(str(path), "pt") as f:
-                    stored = f.metadata() or {}
-                if all(stored.get(k) == v for k, v in meta.items()):
-                    self.rd.event("progress", stage="decoder", target_id=p.target.item_id, reused=True)
-                    return load_file(str(path))
-            except Exception:  # noqa: BLE001 - an unreadable checkpoint is recomputed
-                pass
+    def _stored_decoder(self, t: _Loaded) -> dict[str, torch.Tensor] | None:
+        """The target's decoder checkpoint when it was made with these supports and settings."""
+        from safetensors.torch import load_file, safe_open
+
+        path = self._ckpt_path(t.plan)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as f:
+                stored = f.metadata() or {}
+            if all(stored.get(k) == v for k, v in self._ckpt_meta(t).items()):
+                self.rd.event("progress", stage="decoder", target_id=t.plan.target.item_id, reused=True)
+                return load_file(str(path))
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is recomputed
+            pass
+        return None
+
+    def _decoder_run(self, targets: torch.Tensor, init: torch.Tensor, phase: str, label: str) -> DecoderInversionResult:
+        """One batched decoder inversion; on out-of-memory the items per forward/backward are halved
+        and it starts again (chunking does not change the result)."""
         o = self.opts
-        tid, n = p.target.item_id, len(keep)
         every = max(1, o.vae_steps // 10)
 
-        def prog(phase: str) -> Any:
-            def f(step: int, steps: int, loss: float) -> None:
-                self.rd.event("progress", stage=f"decoder:{phase}", target_id=tid, step=step, steps=steps,
-                              loss=loss)
-                self.notify({"item_id": f"{tid} decoder {phase} {step}/{steps}", "status": "running"})
-            return f
+        def prog(step: int, steps: int, loss: float) -> None:
+            self.rd.event("progress", stage=f"decoder:{phase}", target_id=label, step=step, steps=steps, loss=loss)
+            self.notify({"item_id": f"{label} decoder {phase} {step}/{steps}", "status": "running"})
 
-        images = torch.cat([q[None], sup])
-        try:
-            a = decoder_invert(self.pipe, images, encoder_mean(self.pipe, images), o.vae_steps, o.vae_lr,
-                               o.loss_weights, prog("own"), self.cancel, o.decoder_chunk, every)
-            if n:
-                b = decoder_invert(self.pipe, q[None].expand(n, -1, -1, -1), a.z[1:], o.vae_steps, o.vae_lr,
-                                   o.loss_weights, prog("toward-target"), self.cancel, o.decoder_chunk, every)
-            else:
-                b = DecoderInversionResult(z=a.z[:0], losses=np.zeros(0), psnr=np.zeros(0), images=a.images[:0])
-        except DecoderInversionCancelled:
-            raise RunCancelled() from None
-        out = {"z_target": a.z[:1], "z_support": a.z[1:], "z_memory": b.z,
-               "psnr_target": torch.from_numpy(a.psnr[:1].copy()), "psnr_support": torch.from_numpy(a.psnr[1:].copy()),
-               "psnr_memory": torch.from_numpy(np.asarray(b.psnr, dtype=np.float64).copy()),
-               "loss_target": torch.from_numpy(a.losses[:1].copy()), "loss_support": torch.from_numpy(a.losses[1:].copy()),
-               "loss_memory": torch.from_numpy(np.asarray(b.losses, dtype=np.float64).copy())}
-        out = {k: v.detach().cpu().contiguous() for k, v in out.items()}
-        atomic_write_bytes(path, save(out, metadata=meta))
-        return out
+        while True:
+            try:
+                return decoder_invert(self.pipe, targets, init, o.vae_steps, o.vae_lr, o.loss_weights, prog,
+                                      self.cancel, self.decoder_chunk, every)
+            except DecoderInversionCancelled:
+                raise RunCancelled() from None
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest propagates
+                n = self.decoder_chunk or targets.shape[0]
+                if not is_oom(e) or n == 1:
+                    raise
+                empty_cache(self.device)
+                self.decoder_chunk = max(1, n // 2)
+                self.rd.event("progress", stage="oom", decoder_chunk=self.decoder_chunk,
+                              message=f"decoder inversion out of memory at {n} items per pass; "
+                                      f"retrying at {self.decoder_chunk}")
+
+    def _decoder_stage(self, loaded: Sequence[_Loaded]) -> list[dict[str, torch.Tensor]]:
+        """Per target: z_target [1], z_support [n], z_memory [n] (unscaled) with decoder PSNRs and
+        losses. Targets without a usable checkpoint are inverted together: one Adam run over every
+        target and support toward itself, then one over every support's latent toward its target."""
+        from safetensors.torch import save
+
+        out: list[dict[str, torch.Tensor] | None] = [self._stored_decoder(t) for t in loaded]
+        todo = [k for k, d in enumerate(out) if d is None]
+        if not todo:
+            return out  # type: ignore[return-value]
+        label = ", ".join(loaded[k].plan.target.item_id for k in todo)
+        own = torch.cat([torch.cat([loaded[k].q[None], *[x[None] for x in loaded[k].sup_x]]) for k in todo])
+        a = self._decoder_run(own, encoder_mean(self.pipe, own), "own", label)
+        starts, toward, init = [], [], []
+        at = 0
+        for k in todo:
+            t, n = loaded[k], len(loaded[k].keep)
+            starts.append(at)
+            toward.append(t.q[None].expand(n, -1, -1, -1))
+            init.append(a.z[at + 1:at + 1 + n])
+            at += 1 + n
+        m = sum(len(loaded[k].keep) for k in todo)
+        if m:
+            b = self._decoder_run(torch.cat(toward), torch.cat(init), "toward-target", label)
+        else:
+            b = DecoderInversionResult(z=a.z[:0], losses=np.zeros(0), psnr=np.zeros(0), images=a.images[:0])
+        bat = 0
+        for k, at in zip(todo, starts):
+            n = len(loaded[k].keep)
+            own_sl, mem_sl = slice(at, at + 1 + n), slice(bat, bat + n)
+            bat += n
+            za, pa, la = a.z[own_sl], np.asarray(a.psnr[own_sl], np.float64), np.asarray(a.losses[own_sl], np.float64)
+            d = {"z_target": za[:1], "z_support": za[1:], "z_memory": b.z[mem_sl],
+                 "psnr_target": torch.from_numpy(pa[:1].copy()), "psnr_support": torch.from_numpy(pa[1:].copy()),
+                 "psnr_memory": torch.from_numpy(np.asarray(b.psnr[mem_sl], dtype=np.float64).copy()),
+                 "loss_target": torch.from_numpy(la[:1].copy()), "loss_support": torch.from_numpy(la[1:].copy()),
+                 "loss_memory": torch.from_numpy(np.asarray(b.losses[mem_sl], dtype=np.float64).copy())}
+            d = {key: v.detach().cpu().contiguous() for key, v in d.items()}
+            atomic_write_bytes(self._ckpt_path(loaded[k].plan), save(d, metadata=self._ckpt_meta(loaded[k])))
+            out[k] = d
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ diffusion stage
     def _diffusion_jobs(self, p: _Plan, q: torch.Tensor, sup_x: list[torch.Tensor], keep: list[int],

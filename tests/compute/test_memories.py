@@ -230,3 +230,65 @@ def test_emd_metric_w1_with_seeded_normal_samples(mem_spec_dict, tmp_path) -> No
     assert figs["emd"]["memory_normal"] == pytest.approx(wasserstein_distance(mem, normal_nll), rel=1e-6)
     assert figs["emd"]["control_normal"] == pytest.approx(wasserstein_distance(ctl, normal_nll), rel=1e-6)
     assert figs["emd"]["memory_control"] == pytest.approx(wasserstein_distance(mem, ctl), rel=1e-9)
+
+
+def _assert_same_records(out: Path, ref_out: Path, quantised: bool = False) -> None:
+    """Records of ``out`` equal ``ref_out``'s: decoder latents to 1e-4, decoder PSNR to 1e-3 dB,
+    PSNR to 1e-3 dB and NLL to 1e-5 relative; with ``quantised`` (the decoder latents differ in float
+    rounding, and the re-encode path quantises the decoded image to uint8, which can flip pixels)
+    PSNR to 0.05 dB, NLL to 2e-4 and z_T to 1e-2."""
+    psnr_db, nll_rel, zt_atol = (0.05, 2e-4, 1e-2) if quantised else (1e-3, 1e-5, 1e-4)
+    ref = {r["item_id"]: r for r in _records(ref_out)}
+    recs = _records(out)
+    assert sorted(r["item_id"] for r in recs) == sorted(ref)
+    for r in recs:
+        assert r["status"] == ref[r["item_id"]]["status"]
+        if r["status"] == "ok":
+            for key, tol in (("psnr", psnr_db), ("psnr_decoder", 1e-3)):
+                assert r[key] == pytest.approx(ref[r["item_id"]][key], abs=tol), (r["item_id"], key)
+            assert r["nll"] == pytest.approx(ref[r["item_id"]]["nll"], rel=nll_rel)
+            for part, atol in (("z_T", zt_atol), ("z_vae", 1e-4)):
+                np.testing.assert_allclose(load_file(out / r["latents"])[part],
+                                           load_file(ref_out / r["latents"])[part], atol=atol)
+
+
+def test_targets_batched_together_equal_one_at_a_time(mem_spec_dict, full_run, tmp_path) -> None:
+    """``targets_together = 2``: both targets' decoder inversions run as one Adam run per phase
+    (7 items, then 5) and their diffusion jobs share batches; every record equals the run that
+    took the targets one at a time, and each target still gets its own decoder checkpoint."""
+    out = tmp_path / "together"
+    s = run(_spec(mem_spec_dict, batch_size=3, options={"targets_together": 2}), out)
+    assert s["status"] == "finished" and s["complete"]
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    own = [e for e in events if e.get("stage") == "decoder:own"]
+    assert own and {e["target_id"] for e in own} == {"erased-img0, erased-img1"}
+    assert sorted(p.name for p in (out / "latents").glob("*.decinv.safetensors")) == [
+        "erased-img0.decinv.safetensors", "erased-img1.decinv.safetensors"]
+    _assert_same_records(out, full_run[0])
+    assert s["targets"].keys() == full_run[1]["targets"].keys()
+
+
+def test_decoder_out_of_memory_halves_the_items_per_pass(mem_spec_dict, full_run, tmp_path, monkeypatch) -> None:
+    """A decoder inversion that runs out of memory with more than 2 items per pass is started again
+    with half as many per pass (logged as an ``oom`` event); the records do not change."""
+    from memtui.engine.compute import memories
+    from memtui.engine.core.device import OOM_MARKER
+
+    real = memories.decoder_invert
+    chunks: list[int | None] = []
+
+    def tight(pipe, targets, *a, **k):
+        chunk = a[6] if len(a) > 6 else k.get("chunk_size")
+        chunks.append(chunk)
+        if (chunk or targets.shape[0]) > 2:
+            raise RuntimeError(f"CUDA {OOM_MARKER}. Tried to allocate 1 GiB")
+        return real(pipe, targets, *a, **k)
+
+    monkeypatch.setattr(memories, "decoder_invert", tight)
+    out = tmp_path / "tight"
+    s = run(_spec(mem_spec_dict, batch_size=3), out)
+    assert s["status"] == "finished" and s["complete"]
+    assert chunks[:3] == [None, 2, 2]  # 4 items fail whole, then 2 per pass; the later runs keep 2
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["decoder_chunk"] for e in events if e.get("stage") == "oom"] == [2]
+    _assert_same_records(out, full_run[0], quantised=True)
