@@ -123,6 +123,15 @@ def images_for(pipe: Any, n: int, seed: int = 1) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(s, s), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
+def demo_images(n: int, seed: int = 7) -> tuple[torch.Tensor, list[str]]:
+    """``n`` demo-world images ``[n, 3, 32, 32]`` in [-1, 1] and their captions."""
+    from memtui.engine.core.tensors import uint8_to_tensor
+    from memtui.engine.demo.world import generate
+
+    imgs, _shapes, captions = generate(n, seed)
+    return uint8_to_tensor(imgs), captions
+
+
 # ----------------------------------------------------------------------------------- measuring
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -320,8 +329,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     t_start = time.perf_counter()
     pipe = build_pipeline(args.model, str(device))
-    x = images_for(pipe, args.images)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
+    if args.model == "demo":  # its own world's images: ReNoise's official regulariser diverges (NaN) on
+        x, prompts = demo_images(args.images)  # its 4x4 latents of smooth random images
+    else:
+        x = images_for(pipe, args.images)
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
     a = official_style(pipe, x, prompts, args.method, args.steps)
     flops_item = unet_flops(pipe, 1)
     dec = decoder_steps(pipe, x, args.decoder_items, args.decoder_steps)

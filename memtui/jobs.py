@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,17 @@ class _Tail:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.offset = 0
+        self.ident: tuple[int, int] | None = None  # (device, inode) of the file being read
+        self.replaced = False  # set when the file was replaced or truncated (read again from 0)
 
     def _complete(self) -> bytes:
         try:
             with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                ident = (st.st_dev, st.st_ino)
+                if self.ident is not None and (ident != self.ident or st.st_size < self.offset):
+                    self.offset, self.replaced = 0, True  # a restart moved the old file away
+                self.ident = ident
                 f.seek(self.offset)
                 chunk = f.read()
         except OSError:  # missing, or unreadable (a broken run: read_run reports why)
@@ -73,6 +81,15 @@ class ResultsTail:
         for path in self.rd.result_files():
             out += self.tails.setdefault(path, JsonlTail(path)).read_new()
         return out
+
+    def take_reset(self) -> bool:
+        """Whether the run's results file was replaced (``--restart``) since the last call: the
+        records read before are gone and :meth:`read_new` started again from its first record."""
+        tail = self.tails.get(self.rd.path / RunDir.RESULTS)
+        if tail is None or not tail.replaced:
+            return False
+        tail.replaced = False
+        return True
 
 
 class TextTail(_Tail):
@@ -162,10 +179,11 @@ class RunInfo:
 def run_status(run_dir: Path) -> str:
     """The run's status from the runs engine (``RunDir.status()``: new | running | finished |
     cancelled | failed | incomplete), with one console addition: a run whose process this console
-    spawned is ``running`` while it starts up, before it takes the run lock."""
+    spawned is ``running`` while it starts up, before it takes the run lock (also when it resumes
+    or restarts a cancelled, failed or finished run)."""
 
     status = RunDir(run_dir).status()
-    if status in ("new", "incomplete") and is_live(run_dir):
+    if status != "running" and is_live(run_dir):
         return "running"
     return status
 
@@ -264,19 +282,21 @@ def find_runs(runs_dir: Path) -> list[RunInfo]:
 
 
 # ---------------------------------------------------------------------------- spawning, cancel
-def batch_command(spec_file: Path, run_dir: Path) -> list[str]:
-    """The command line a console-launched run executes (the ``memtui --batch`` code path)."""
-    return [sys.executable, "-m", "memtui", "--batch", "--spec", str(spec_file), "--out", str(run_dir)]
+def batch_command(spec_file: Path, run_dir: Path, extra: Sequence[str] = ()) -> list[str]:
+    """The command line a console-launched run executes (the ``memtui --batch`` code path);
+    ``extra``: further flags (``--restart``)."""
+    return [sys.executable, "-m", "memtui", "--batch", "--spec", str(spec_file), "--out", str(run_dir), *extra]
 
 
-def spawn_run(spec_file: Path, run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn_run(spec_file: Path, run_dir: Path, env: dict[str, str] | None = None,
+              extra: Sequence[str] = ()) -> subprocess.Popen:
     """Start a run in its own session (it survives the console); output goes to
     ``run_dir/console.log``; the pid is written to ``run_dir/console.pid``. The console keeps the
     Popen and reaps it once it exits (:func:`reap_children`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(batch_command(spec_file, run_dir), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(batch_command(spec_file, run_dir, extra), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env, close_fds=True)
     reap_children()

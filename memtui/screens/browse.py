@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import catalog, jobs
-from . import openers
+from . import openers, run_actions
 from ..widgets.gpu_line import GpuLine
 from ..widgets.status import STATUS_STYLE
 from ..widgets.tables import sync_table
@@ -30,7 +30,7 @@ class Scanned(Message):
         self.entries = entries
 
 
-class BrowseScreen(Screen):
+class BrowseScreen(run_actions.RunActions, Screen):
     """Checkpoints, datasets and runs."""
 
     HELP = ("Checkpoints come from the configured folders and the local Hugging Face cache; "
@@ -41,6 +41,7 @@ class BrowseScreen(Screen):
         *openers.bindings("browse"),
         Binding("space", "mark", "Mark run", show=False),
         Binding("x", "cancel_run", "Cancel run", show=False),
+        *run_actions.BINDINGS,
         Binding("r", "refresh", "Refresh"),
         Binding("1", "tab('runs')", "Runs", show=False),
         Binding("2", "tab('checkpoints')", "Checkpoints", show=False),
@@ -214,6 +215,11 @@ class BrowseScreen(Screen):
         """The run under the cursor (None on the other tabs)."""
         entry = self.current_entry()
         return entry if isinstance(entry, jobs.RunInfo) else None
+
+    def after_run_action(self, kind: str, run_dir: Any) -> None:
+        """List the runs again after resume / restart / delete."""
+        self.marked.discard(str(run_dir))
+        self.action_refresh()
 
     def marked_runs(self) -> list[jobs.RunInfo]:
         """The runs marked with space, in list order."""

@@ -63,9 +63,16 @@ class NewRunScreen(Screen):
         Binding("f5,ctrl+r", "launch", "Launch"),
     ]
 
-    def __init__(self, defaults: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, defaults: dict[str, str] | None = None, option_texts: dict[str, str] | None = None,
+                 carry: dict[str, Any] | None = None, title: str | None = None, **kwargs: Any) -> None:
+        """``defaults``: field texts; ``option_texts``: the analysis options' texts; ``carry``: spec
+        fields the form does not show, kept in the spec it launches (a duplicated run's seed, image
+        size, inversion table, …); ``title``: the heading."""
         super().__init__(**kwargs)
         self.defaults = defaults
+        self.option_texts = dict(option_texts or {})
+        self.carry = dict(carry or {})
+        self.heading = title
 
     def compose(self) -> ComposeResult:
         cfg = self.app.cfg
@@ -73,8 +80,8 @@ class NewRunScreen(Screen):
             # nothing configured yet: offer the built-in demo world
             unconfigured = not cfg.checkpoint_roots and not cfg.dataset_roots
             self.defaults = launch.demo_defaults() if unconfigured else {}
-        yield Static("New run" + (" — the built-in demo world (concept 'circle' erased)"
-                                  if self.defaults.get("name", "").startswith("demo") else ""),
+        yield Static(self.heading or ("New run" + (" — the built-in demo world (concept 'circle' erased)"
+                                                    if self.defaults.get("name", "").startswith("demo") else "")),
                      classes="title-line")
         runs_dir = cfg.runs_path
         d = dict(self.defaults)
@@ -122,7 +129,7 @@ class NewRunScreen(Screen):
             if info.choices:
                 hint += " (" + " | ".join(map(str, info.choices)) + ")"
             rows.append(Horizontal(Label(info.name.replace("_", " ")),
-                                   Input("", placeholder=hint, id=f"o-{info.name}", compact=True,
+                                   Input(self.option_texts.get(info.name, ""), placeholder=hint, id=f"o-{info.name}", compact=True,
                                          tooltip=info.help), classes="field"))
         if rows:
             await box.mount(*rows)
@@ -167,7 +174,11 @@ class NewRunScreen(Screen):
     def run_check(self, then_launch: bool) -> None:
         values = self.values()
         self.set_problems([], "checking…")
-        self.validate_worker(launch.spec_from_form(values, self.option_values()), values["name"], then_launch)
+        spec = launch.spec_from_form(values, self.option_values())
+        if self.carry:
+            options = {**(self.carry.get("options") or {}), **(spec.get("options") or {})}
+            spec = {**self.carry, **spec, **({"options": options} if options else {})}
+        self.validate_worker(spec, values["name"], then_launch)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="validate")
     def validate_worker(self, spec: dict[str, Any], name: str, then_launch: bool) -> None:

@@ -23,7 +23,7 @@ from memtui.engine.core.io import read_json_object
 from memtui.engine.runs.view import RunView
 
 from .. import jobs
-from . import openers
+from . import openers, run_actions
 from ..widgets.gpu_line import GpuLine
 from ..widgets.histogram import Histogram
 from ..widgets.items_table import ItemsTable
@@ -53,8 +53,9 @@ class RunUpdate(Message):
 
     def __init__(self, results: list[dict[str, Any]], status: str, total: int | None,
                  summary: dict[str, Any] | None, law: tuple[float, float] | None,
-                 log_lines: list[str], summary_changed: bool) -> None:
+                 log_lines: list[str], summary_changed: bool, reset: bool = False) -> None:
         super().__init__()
+        self.reset = reset  # the results file was replaced (a restart): the rows shown before are gone
         self.results = results
         self.status = status
         self.total = total
@@ -64,7 +65,7 @@ class RunUpdate(Message):
         self.summary_changed = summary_changed
 
 
-class RunScreen(Screen):
+class RunScreen(run_actions.RunActions, Screen):
     """One run, live: table, preview, histograms, summary, errors, log."""
 
     HELP = ("The run's items fill the table as they finish (sortable); the preview shows the "
@@ -82,13 +83,16 @@ class RunScreen(Screen):
         Binding("6", "tab('log')", "Log", show=False),
         *openers.bindings("run"),
         Binding("x", "cancel_run", "Cancel run"),
+        *run_actions.BINDINGS,
         Binding("e", "export_report", "Export report"),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
 
-    def __init__(self, run_dir: Path, **kwargs: Any) -> None:
+    def __init__(self, run_dir: Path, initial_tab: str = "preview", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.initial_tab = initial_tab
+        self.bar_running = False  # the progress bar's ETA is shown (and sampled) only while running
         self.run_dir = Path(run_dir)
         self.info = jobs.read_run(self.run_dir)
         self.summary: dict[str, Any] | None = None
@@ -114,7 +118,7 @@ class RunScreen(Screen):
         with Horizontal(id="run-main"):
             yield ItemsTable(id="items", seed_only=self.shows_seed_only())
             with Vertical(id="run-side"):
-                with TabbedContent(initial="preview", id="run-tabs"):
+                with TabbedContent(initial=self.initial_tab, id="run-tabs"):
                     with TabPane("Preview", id="preview"):
                         yield PreviewPair(id="pair")
                     with TabPane("NLL", id="nll"):
@@ -150,6 +154,7 @@ class RunScreen(Screen):
         quiet_polls = 0
         while not worker.is_cancelled:
             new_results = results_tail.read_new()
+            reset = results_tail.take_reset()
             new_events = events_tail.read_new()
             for ev in new_events:
                 if isinstance(ev.get("total"), int):
@@ -160,12 +165,12 @@ class RunScreen(Screen):
             summary = read_json_object(self.run_dir / "summary.json")
             summary_changed = summary != state.summary
             log_new = log_tail.read_new()
-            changed = bool(new_results or new_events or summary_changed or log_new
+            changed = bool(new_results or new_events or summary_changed or log_new or reset
                            or status != state.status or total != state.total)
             if changed:
                 state.status, state.total, state.summary = status, total, summary
                 self.post_message(RunUpdate(new_results, status, total, summary, state.law,
-                                            log_new, summary_changed))
+                                            log_new, summary_changed, reset))
                 quiet_polls = 0
             else:
                 quiet_polls += 1
@@ -182,6 +187,8 @@ class RunScreen(Screen):
     def apply_update(self, msg: RunUpdate) -> None:
         table = self.query_one(ItemsTable)
         with self.app.batch_update():
+            if msg.reset:
+                table.clear_records()
             table.upsert(msg.results)
             if msg.results and table.sort_column != "id":
                 table.apply_sort()
@@ -193,8 +200,7 @@ class RunScreen(Screen):
             done = len(records)
             errors = [r for r in records.values() if r.get("status") == "error"]
             total = msg.total if msg.total is not None else (done if msg.status == "finished" else None)
-            bar = self.query_one(ProgressBar)
-            bar.update(total=total, progress=done)
+            self.set_progress(total, done, msg.status == "running")
             err = f" · {len(errors)} failed" if errors else ""
             self.query_one("#run-status", Static).update(
                 f"{done}/{total if total is not None else '?'} items{err}")
@@ -209,6 +215,17 @@ class RunScreen(Screen):
             if msg.log_lines:
                 self.query_one(LogPane).add_lines(msg.log_lines)
             self.update_preview()
+
+    def set_progress(self, total: int | None, done: int, running: bool) -> None:
+        """Update the bar; its ETA shows only while the run is running and starts afresh each
+        time the run (re)starts (a total change resets Textual's ETA samples)."""
+        bar = self.query_one(ProgressBar)
+        if running and not self.bar_running:
+            bar.update(total=None)
+        bar.update(total=total, progress=done)
+        for eta in bar.query("#eta"):
+            eta.display = running
+        self.bar_running = running
 
     def redraw_plots(self) -> None:
         records = list(self.query_one(ItemsTable).records.values())
@@ -271,6 +288,18 @@ class RunScreen(Screen):
     def selected_run(self) -> jobs.RunInfo:
         """This screen's run."""
         return jobs.read_run(self.run_dir)
+
+    def after_run_action(self, kind: str, run_dir: Path) -> None:
+        """After resume / restart: tail the run again (a restart starts from an empty table);
+        after delete: back to the list."""
+        if kind == "delete":
+            self.app.pop_screen()
+            return
+        if kind == "restart":
+            self.query_one(ItemsTable).clear_records()
+        self.status = "running"
+        self.query_one("#run-title", Static).update(self.title_text())
+        self.tail()
 
     def action_export_report(self) -> None:
         from ..export import export_report

@@ -71,6 +71,11 @@ class ItemsTable(DataTable):
                         self.update_cell(item_id, col, format_cell(col, rec))
         return new
 
+    def clear_records(self) -> None:
+        """Forget every row (a restarted run begins again from an empty results file)."""
+        self.records.clear()
+        self.clear()
+
     def sort_key(self, item_id: Any) -> tuple:
         """Sort key of a row for the current column: numbers before missing values."""
         rec = self.records.get(str(item_id), {})

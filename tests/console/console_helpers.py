@@ -94,7 +94,8 @@ def concept_summary(records: list[dict[str, Any]], rd: float) -> dict[str, Any]:
 def make_app(config: Config, **kwargs: Any):
     from memtui.app import MemtuiApp
 
-    app = MemtuiApp(config=config, config_file=config.path, gpu=False, show_eta=False, **kwargs)
+    kwargs.setdefault("show_eta", False)
+    app = MemtuiApp(config=config, config_file=config.path, gpu=False, **kwargs)
     app.animation_level = "none"  # tab underlines jump instead of sliding: stable snapshots
     return app
 

@@ -139,3 +139,22 @@ def test_console_starts_without_torch():
     code = "import sys, memtui.app; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_results_tail_starts_again_when_a_restart_replaces_the_file(tmp_path):
+    import os
+
+    from memtui.engine.runs.store import RunDir
+
+    rd = RunDir(tmp_path)
+    for i in "abc":
+        rd.append_result({"item_id": i, "status": "ok"})
+    tail = jobs.ResultsTail(tmp_path)
+    assert [r["item_id"] for r in tail.read_new()] == ["a", "b", "c"] and not tail.take_reset()
+    (tmp_path / ".old-1").mkdir()
+    os.replace(tmp_path / "results.jsonl", tmp_path / ".old-1" / "results.jsonl")  # what --restart does
+    rd.append_result({"item_id": "z", "status": "ok"})  # shorter than the old offset, another inode
+    assert [r["item_id"] for r in tail.read_new()] == ["z"]
+    assert tail.take_reset() and not tail.take_reset()
+    rd.append_result({"item_id": "y", "status": "ok"})
+    assert [r["item_id"] for r in tail.read_new()] == ["y"] and not tail.take_reset()
