@@ -112,6 +112,17 @@ class MemtuiApp(App[int]):
             pane.add_lines([text])  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------ actions
+    def open_run(self, run_dir: Path, initial_tab: str = "preview", replace: bool = False) -> None:
+        """Show the Run screen of ``run_dir`` (``replace``: instead of the current screen). Screens
+        open a run through here, so none of them imports the Run screen's module."""
+        from .screens.run import RunScreen
+
+        screen = RunScreen(Path(run_dir), initial_tab=initial_tab)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 

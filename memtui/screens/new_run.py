@@ -199,7 +199,5 @@ class NewRunScreen(Screen):
         except OSError as exc:
             self.set_problems([f"Could not start the run: {exc}"])
             return
-        from .run import RunScreen
-
         self.app.log_message(f"launched {msg.name} in {run_dir}")  # type: ignore[attr-defined]
-        self.app.switch_screen(RunScreen(run_dir))
+        self.app.open_run(run_dir, replace=True)  # type: ignore[attr-defined]

@@ -113,15 +113,14 @@ class RunActions:
                                            f"Removes {plan}"), answered)
 
     def action_run_log(self) -> None:
-        from .run import RunScreen
-
         run = self._run_or_warn()
         if run is None:
             return
-        if isinstance(self, RunScreen):
-            self.action_tab("log")
+        show_tab = getattr(self, "action_tab", None)
+        if getattr(self, "run_dir", None) == run.path and show_tab is not None:  # the Run screen itself
+            show_tab("log")
         else:
-            self.app.push_screen(RunScreen(run.path, initial_tab="log-tab"))  # type: ignore[attr-defined]
+            self.app.open_run(run.path, initial_tab="log-tab")  # type: ignore[attr-defined]
 
     def action_copy_command(self) -> None:
         run = self._run_or_warn()
