@@ -71,7 +71,7 @@ def test_pid_alive_keeps_the_start_time_check() -> None:
 
 def test_the_console_reaps_a_run_it_spawned_that_died_holding_its_lock(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "run"
-    monkeypatch.setattr(jobs, "batch_command", lambda spec, run_dir: [sys.executable, "-c", DIE_HOLDING, str(run_dir)])
+    monkeypatch.setattr(jobs, "batch_command", lambda spec, run_dir, extra=(): [sys.executable, "-c", DIE_HOLDING, str(run_dir)])
     proc = jobs.spawn_run(tmp_path / "spec.toml", run)
     try:
         deadline = time.monotonic() + 30
