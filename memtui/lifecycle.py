@@ -103,7 +103,7 @@ def duplicate_form(run_dir: Path) -> tuple[dict[str, str], dict[str, str], dict[
     if not spec:
         raise LifecycleError(f"{info.name} has no spec.json to duplicate")
     fields = ("base", "ablated", "erased", "reference", "analysis", "method", "precision", "steps", "batch_size")
-    values = {k: "" if spec.get(k) is None else str(spec[k]) for k in fields}
+    values = {k: str(spec[k]) for k in fields if spec.get(k) is not None}  # missing: the form's default
     in_form = {info.name for info in launch.option_fields(str(spec.get("analysis", "concept")))}
     stored = {k: v for k, v in (spec.get("options") or {}).items() if v is not None}
     options = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)

@@ -91,3 +91,13 @@ def test_snapshot_memories(snap_compare, snap_app):
 
 def test_snapshot_help_80x24(snap_compare, snap_app):
     assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("f1"))
+
+
+def test_snapshot_delete_confirmation_80x24(snap_compare, snap_app):
+    """D on a run: the confirmation names the run, its file count, size and top entries."""
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("D"))
+
+
+def test_snapshot_duplicate_form_80x24(snap_compare, snap_app):
+    """d on a run: the New-run form titled as a copy, filled from the run's spec, under a new name."""
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("d"))
