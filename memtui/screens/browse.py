@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from .. import catalog, jobs
 from . import openers, run_actions
@@ -19,6 +19,12 @@ from ..widgets.status import STATUS_STYLE
 from ..widgets.tables import sync_table
 from ..widgets.log_pane import LogPane
 
+
+
+def run_matches(row: tuple, words: str) -> bool:
+    """Whether every word of ``words`` occurs (case-insensitively) in the run's row cells."""
+    text = " ".join(str(c) for c in row).lower()
+    return all(w in text for w in words.lower().split())
 
 
 class Scanned(Message):
@@ -43,6 +49,8 @@ class BrowseScreen(run_actions.RunActions, Screen):
         Binding("x", "cancel_run", "Cancel run", show=False),
         *run_actions.BINDINGS,
         Binding("r", "refresh", "Refresh"),
+        Binding("slash", "filter_runs", "Filter runs", show=False),
+        Binding("escape", "clear_filter", "Clear the filter", show=False),
         Binding("1", "tab('runs')", "Runs", show=False),
         Binding("2", "tab('checkpoints')", "Checkpoints", show=False),
         Binding("3", "tab('datasets')", "Datasets", show=False),
@@ -53,7 +61,9 @@ class BrowseScreen(run_actions.RunActions, Screen):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.entries: dict[str, list[Any]] = {"runs": [], "checkpoints": [], "datasets": []}
+        self.entries: dict[str, list[Any]] = {"runs": [], "checkpoints": [], "datasets": []}  # shown
+        self.scanned: dict[str, list[Any]] = {"runs": [], "checkpoints": [], "datasets": []}  # all
+        self.run_filter = ""  # words every shown run's row must contain (``/``)
         self.marked: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -61,6 +71,8 @@ class BrowseScreen(run_actions.RunActions, Screen):
         with TabbedContent(initial="runs", id="browse-tabs"):
             with TabPane("1 Runs", id="runs"):
                 yield Static("", id="runs-hint", classes="hint")
+                yield Input(placeholder="filter runs: words in name, status, analysis, method, headline "
+                            "(Enter keeps it, Escape clears it)", id="runs-filter", compact=True)
                 yield self.table("runs", (("mark", " "), ("name", "run"), ("status", "status"),
                                           ("analysis", "analysis"), ("method", "method"),
                                           ("progress", "items"), ("headline", "headline")))
@@ -85,6 +97,7 @@ class BrowseScreen(run_actions.RunActions, Screen):
         return f"memtui · runs in {self.app.cfg.runs_path}"
 
     def on_mount(self) -> None:
+        self.query_one("#runs-filter", Input).display = False  # shown by /
         self.query_one("#runs-table", DataTable).focus()
         self.query_one("#app-log", LogPane).add_lines(list(getattr(self.app, "messages", [])))
         self.action_refresh()
@@ -123,7 +136,16 @@ class BrowseScreen(run_actions.RunActions, Screen):
 
     @on(Scanned)
     def show_scan(self, msg: Scanned) -> None:
-        self.entries[msg.table] = msg.entries
+        self.scanned[msg.table] = msg.entries
+        self.show_entries(msg.table)
+
+    def show_entries(self, table_name: str) -> None:
+        """Show the scanned entries of a table (the runs through :attr:`run_filter`)."""
+        entries = self.scanned[table_name]
+        if table_name == "runs" and self.run_filter:
+            entries = [e for e in entries if run_matches(self.run_row(e), self.run_filter)]
+        self.entries[table_name] = entries
+        msg = Scanned(table_name, entries)
         rows: list[tuple[str, tuple]] = []
         for e in msg.entries:
             if msg.table == "runs":
@@ -135,8 +157,13 @@ class BrowseScreen(run_actions.RunActions, Screen):
         sync_table(self.query_one(f"#{msg.table}-table", DataTable), rows)
         if msg.table == "runs":
             hint = self.query_one("#runs-hint", Static)
-            hint.update(self.runs_hint(bool(rows)))
-            hint.display = not rows
+            if self.run_filter:
+                hint.update(f"filter: {self.run_filter} ({len(rows)} of {len(self.scanned['runs'])} runs; "
+                            "/ to change, Escape to clear)")
+                hint.display = True
+            else:
+                hint.update(self.runs_hint(bool(rows)))
+                hint.display = not rows
 
     def runs_hint(self, have_runs: bool) -> str:
         if have_runs:
@@ -170,6 +197,34 @@ class BrowseScreen(run_actions.RunActions, Screen):
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return next((e for e in rows if str(e.path) == key), None)
+
+    # ------------------------------------------------------------------------------ filter
+    def action_filter_runs(self) -> None:
+        self.action_tab("runs")
+        box = self.query_one("#runs-filter", Input)
+        box.display = True
+        box.value = self.run_filter
+        box.focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.run_filter = event.value.strip()
+        self.show_entries("runs")
+
+    @on(Input.Submitted, "#runs-filter")
+    def filter_submitted(self) -> None:
+        self.query_one("#runs-filter", Input).display = False
+        self.query_one("#runs-table", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if not self.run_filter and not box.display:
+            return
+        self.run_filter = ""
+        box.value = ""
+        box.display = False
+        self.query_one("#runs-table", DataTable).focus()
+        self.show_entries("runs")
 
     # ------------------------------------------------------------------------------ actions
     def action_refresh(self) -> None:

@@ -206,3 +206,33 @@ async def test_every_lifecycle_action_has_a_key_a_palette_entry_and_a_help_line(
             prefix = type(screen).__name__.removesuffix("Screen").lower()
             palette = {text for text, _h, _cb in ScreenActions(screen).commands()}
             assert {f"{prefix}: {d}" for d in wanted} <= palette
+
+
+async def test_slash_filters_the_runs_list(config, runs_dir, concept_run):
+    for name, method in (("uce-church", "uce"), ("nti-church", "nti")):
+        make_run(runs_dir, name, {"analysis": "concept", "method": method}, concept_records(1, 1))
+    app = make_app(config)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = pilot.app.screen
+        table = screen.query_one("#runs-table")
+
+        def names() -> list[str]:
+            return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+        assert names() == ["esd-parachute", "nti-church", "uce-church"]
+        await pilot.press("slash", *"church")
+        await settle(pilot)
+        assert names() == ["nti-church", "uce-church"]
+        await pilot.press("space", *"UCE")  # every word must match, case-insensitively
+        await settle(pilot)
+        assert names() == ["uce-church"]
+        await pilot.press("enter")  # keeps the filter, back to the list: its keys act on what is shown
+        await settle(pilot)
+        assert "filter: church UCE (1 of 3 runs" in plain(screen.query_one("#runs-hint"))
+        assert screen.selected_run().name == "uce-church"
+        await pilot.pause(2.5)  # a rescan keeps the filter
+        assert names() == ["uce-church"]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert names() == ["esd-parachute", "nti-church", "uce-church"]
