@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from memtui.engine.runs.spec import DERIVED_FIELDS
+
 from . import jobs, launch
 
 __all__ = ["LifecycleError", "resumable", "resume", "restart", "delete_plan", "delete",
@@ -62,7 +64,7 @@ def restart(run_dir: Path) -> Path:
     _not_live(info, "restart")
     if not info.spec:
         raise LifecycleError(f"{info.name} has no spec.json to restart from")
-    spec = {k: v for k, v in info.spec.items() if v is not None and k not in ("method_seed",)}
+    spec = {k: v for k, v in info.spec.items() if v is not None and k not in DERIVED_FIELDS}
     spec_file = launch.write_spec(spec, Path(run_dir).parent, f"{info.name}.restart")
     jobs.spawn_run(spec_file, Path(run_dir), extra=("--restart",))
     return spec_file
@@ -99,7 +101,7 @@ def duplicate_form(run_dir: Path) -> tuple[dict[str, str], dict[str, str], dict[
     spec's other fields)``; the third is carried into the new spec unchanged (seed, image size,
     the inversion table, …). The name is left for the form to choose."""
     info = _info(run_dir)
-    spec = {k: v for k, v in info.spec.items() if k != "method_seed"}
+    spec = {k: v for k, v in info.spec.items() if k not in DERIVED_FIELDS}
     if not spec:
         raise LifecycleError(f"{info.name} has no spec.json to duplicate")
     fields = ("base", "ablated", "erased", "reference", "analysis", "method", "precision", "steps", "batch_size")

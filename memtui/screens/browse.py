@@ -141,21 +141,21 @@ class BrowseScreen(run_actions.RunActions, Screen):
 
     def show_entries(self, table_name: str) -> None:
         """Show the scanned entries of a table (the runs through :attr:`run_filter`)."""
-        entries = self.scanned[table_name]
-        if table_name == "runs" and self.run_filter:
-            entries = [e for e in entries if run_matches(self.run_row(e), self.run_filter)]
-        self.entries[table_name] = entries
-        msg = Scanned(table_name, entries)
-        rows: list[tuple[str, tuple]] = []
-        for e in msg.entries:
-            if msg.table == "runs":
-                rows.append((str(e.path), self.run_row(e)))
-            elif msg.table == "checkpoints":
-                rows.append((str(e.path), (e.name, e.kind, e.size, e.source, e.detail)))
+        shown: list[tuple[Any, tuple]] = []
+        for e in self.scanned[table_name]:
+            if table_name == "runs":
+                cells = self.run_row(e)
+                if self.run_filter and not run_matches(cells, self.run_filter):
+                    continue
+            elif table_name == "checkpoints":
+                cells = (e.name, e.kind, e.size, e.source, e.detail)
             else:
-                rows.append((str(e.path), (e.name, e.kind, e.size, e.detail)))
-        sync_table(self.query_one(f"#{msg.table}-table", DataTable), rows)
-        if msg.table == "runs":
+                cells = (e.name, e.kind, e.size, e.detail)
+            shown.append((e, cells))
+        self.entries[table_name] = [e for e, _ in shown]
+        rows = [(str(e.path), cells) for e, cells in shown]
+        sync_table(self.query_one(f"#{table_name}-table", DataTable), rows)
+        if table_name == "runs":
             hint = self.query_one("#runs-hint", Static)
             if self.run_filter:
                 hint.update(f"filter: {self.run_filter} ({len(rows)} of {len(self.scanned['runs'])} runs; "
