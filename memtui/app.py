@@ -49,7 +49,8 @@ class ScreenActions(Provider):
 
 class MemtuiApp(App[int]):
     """The console. ``config`` is the effective config (file + one-launch overrides); ``gpu``
-    turns the NVML line on; ``show_eta`` shows the progress bars' ETA (off in tests)."""
+    turns the NVML line on; ``show_eta`` shows the progress bars' ETA (off in tests); ``graphics``:
+    ``halfblock`` or ``pixels``, chosen before the app starts (``memtui.widgets.graphics``)."""
 
     TITLE = "memtui"
     CSS_PATH = css_path()
@@ -64,8 +65,9 @@ class MemtuiApp(App[int]):
 
     def __init__(self, config: Config | None = None, gpu: bool = True, show_eta: bool = True,
                  config_file: Path | None = None, runs_override: str | None = None,
-                 **kwargs: Any) -> None:
+                 graphics: str = "halfblock", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.graphics = graphics  # how the item view draws images (memtui.widgets.graphics)
         self.config_file = config_file
         self.runs_override = runs_override
         self.cfg = config if config is not None else load_config(config_file)
@@ -164,6 +166,11 @@ def run_app(args: Any) -> int:
         print(f"memtui: {exc}", file=sys.stderr)
         return 2
     runs = getattr(args, "runs", None)
-    app = MemtuiApp(config=apply_overrides(cfg, runs=runs), config_file=config_file, runs_override=runs)
+    from .widgets.graphics import choose_graphics
+
+    graphics, why = choose_graphics(getattr(args, "images", None) or cfg.images)  # before Textual starts
+    app = MemtuiApp(config=apply_overrides(cfg, runs=runs), config_file=config_file, runs_override=runs,
+                    graphics=graphics)
+    app.messages.append(f"images: {graphics} ({why})")
     code = app.run(mouse=not getattr(args, "no_mouse", False))
     return int(code or 0)

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--no-mouse", dest="no_mouse", action="store_true",
                     help="do not capture the mouse (keeps the terminal's own selection and copy)")
     ui.add_argument("--config", metavar="FILE", help="console config file")
+    from .widgets.graphics import SETTINGS as IMAGE_SETTINGS  # no Textual at import
+
+    ui.add_argument("--images", choices=IMAGE_SETTINGS, default=None,
+                    help="how the item view draws images: auto (real pixels through memtui[images] in a "
+                         "terminal with kitty graphics or Sixel, never inside tmux; half-block cells "
+                         "otherwise) or halfblock (always); default: the config's images key, else auto")
     return p
 
 

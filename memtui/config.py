@@ -1,7 +1,8 @@
 """The console's configuration: a TOML file in the platformdirs config directory.
 
 Keys: ``checkpoint_roots`` and ``dataset_roots`` (lists of folders to scan), ``runs_dir`` (where
-run directories live), ``theme`` (a Textual theme name). Read with :mod:`tomllib`, written with
+run directories live), ``theme`` (a Textual theme name), ``images`` (``auto`` | ``halfblock``: how the item view draws
+images, see :mod:`memtui.widgets.graphics`). Read with :mod:`tomllib`, written with
 :mod:`tomli_w` via a temp file + rename. ``memtui --runs DIR`` overrides ``runs_dir`` for one launch
 (:func:`apply_overrides`) without touching the file.
 """
@@ -17,6 +18,7 @@ import tomli_w
 from platformdirs import user_config_path, user_data_path
 
 DEFAULT_THEME = "memtui"
+IMAGE_SETTINGS: tuple[str, ...] = ("auto", "halfblock")  # the ``images`` key (memtui.widgets.graphics)
 
 
 def config_path() -> Path:
@@ -37,6 +39,7 @@ class Config:
     dataset_roots: list[str] = field(default_factory=list)
     runs_dir: str = ""
     theme: str = DEFAULT_THEME
+    images: str = "auto"
     path: Path | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -75,7 +78,11 @@ def load_config(path: Path | None = None) -> Config:
     runs_dir = data.get("runs_dir", "")
     if not isinstance(theme, str) or not isinstance(runs_dir, str):
         raise ValueError(f"{path}: 'theme' and 'runs_dir' must be strings")
+    images = data.get("images", "auto")
+    if images not in IMAGE_SETTINGS:
+        raise ValueError(f"{path}: 'images' must be one of {', '.join(IMAGE_SETTINGS)} (got {images!r})")
     return Config(
+        images=images,
         checkpoint_roots=_str_list(data.get("checkpoint_roots"), "checkpoint_roots"),
         dataset_roots=_str_list(data.get("dataset_roots"), "dataset_roots"),
         runs_dir=runs_dir,

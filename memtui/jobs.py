@@ -273,12 +273,61 @@ def is_run_dir(path: Path) -> bool:
 def find_runs(runs_dir: Path) -> list[RunInfo]:
     """Every run directory directly under ``runs_dir``, sorted by name; damaged ones are included
     with status ``broken`` (see :func:`read_run`)."""
-    runs_dir = Path(runs_dir)
-    try:
-        entries = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
-    return [read_run(p) for p in entries if is_run_dir(p)]
+    return RunScanner().scan(runs_dir)
+
+
+_STAMPED = ("", RunDir.SPEC, RunDir.EVENTS, RunDir.RESULTS, RunDir.SUMMARY, RunDir.LOCK, PID_FILE)
+
+
+def run_stamp(run_dir: Path) -> tuple:
+    """What changes whenever a run directory's readable state can: the folder's own (mtime, inode)
+    (a file added, renamed over or removed) and each appended-to or rewritten file's (mtime, size,
+    inode)."""
+    out: list[tuple[int, int, int] | None] = []
+    for name in _STAMPED:
+        try:
+            st = os.stat(Path(run_dir) / name)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mtime_ns, st.st_size if name else 0, st.st_ino))
+    return tuple(out)
+
+
+class RunScanner:
+    """:func:`find_runs` that re-reads only the runs that changed since its last scan: a run that
+    is not running and whose :func:`run_stamp` is unchanged keeps its :class:`RunInfo` (the same
+    object, so callers can cache what they derive from it). A running run is always read again
+    (its process may have ended without touching a file)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[Path, tuple[tuple, RunInfo]] = {}
+        self.reads = 0  # read_run calls so far (for tests and benchmarks)
+
+    def scan(self, runs_dir: Path) -> list[RunInfo]:
+        """Every run directory directly under ``runs_dir``, sorted by name (see :func:`find_runs`)."""
+        runs_dir = Path(runs_dir)
+        try:
+            entries = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            self.cache.clear()
+            return []
+        out: list[RunInfo] = []
+        seen: dict[Path, tuple[tuple, RunInfo]] = {}
+        for p in entries:
+            if not is_run_dir(p):
+                continue
+            stamp = run_stamp(p)
+            cached = self.cache.get(p)
+            if cached is not None and cached[0] == stamp and cached[1].status != "running":
+                info = cached[1]
+            else:
+                info = read_run(p)
+                self.reads += 1
+            seen[p] = (stamp, info)
+            out.append(info)
+        self.cache = seen
+        return out
 
 
 # ---------------------------------------------------------------------------- spawning, cancel

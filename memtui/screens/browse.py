@@ -17,15 +17,8 @@ from . import openers, run_actions
 from ..widgets.gpu_line import GpuLine
 from ..widgets.status import STATUS_STYLE
 from ..widgets.tables import sync_table
+from ..widgets.filter_box import FilterBox, words_match
 from ..widgets.log_pane import LogPane
-
-
-
-def run_matches(row: tuple, words: str) -> bool:
-    """Whether every word of ``words`` occurs (case-insensitively) in the run's row cells."""
-    text = " ".join(str(c) for c in row).lower()
-    return all(w in text for w in words.lower().split())
-
 
 class Scanned(Message):
     """Entries of one Browse table, from the scan worker."""
@@ -65,14 +58,17 @@ class BrowseScreen(run_actions.RunActions, Screen):
         self.scanned: dict[str, list[Any]] = {"runs": [], "checkpoints": [], "datasets": []}  # all
         self.run_filter = ""  # words every shown run's row must contain (``/``)
         self.marked: set[str] = set()
+        self.scanner = jobs.RunScanner()  # re-reads only the runs that changed since the last scan
+        self.scanner_root: Any = None
+        self.row_cache: dict[str, tuple[Any, bool, tuple]] = {}  # path -> (entry, marked, cells)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="browse-title", classes="title-line")
         with TabbedContent(initial="runs", id="browse-tabs"):
             with TabPane("1 Runs", id="runs"):
                 yield Static("", id="runs-hint", classes="hint")
-                yield Input(placeholder="filter runs: words in name, status, analysis, method, headline "
-                            "(Enter keeps it, Escape clears it)", id="runs-filter", compact=True)
+                yield FilterBox("filter runs: words in name, status, analysis, method, headline "
+                                "(Enter keeps it, Escape clears it)", id="runs-filter")
                 yield self.table("runs", (("mark", " "), ("name", "run"), ("status", "status"),
                                           ("analysis", "analysis"), ("method", "method"),
                                           ("progress", "items"), ("headline", "headline")))
@@ -97,7 +93,6 @@ class BrowseScreen(run_actions.RunActions, Screen):
         return f"memtui · runs in {self.app.cfg.runs_path}"
 
     def on_mount(self) -> None:
-        self.query_one("#runs-filter", Input).display = False  # shown by /
         self.query_one("#runs-table", DataTable).focus()
         self.query_one("#app-log", LogPane).add_lines(list(getattr(self.app, "messages", [])))
         self.action_refresh()
@@ -119,8 +114,12 @@ class BrowseScreen(run_actions.RunActions, Screen):
     def scan_runs(self) -> None:
         from ..sweeps import find_sweeps
 
+        if not self.is_current:  # another screen is on top: on_screen_resume scans again
+            return
         runs_path = self.app.cfg.runs_path
-        entries = jobs.find_runs(runs_path) + find_sweeps(runs_path)  # a sweep folder: one row
+        if runs_path != self.scanner_root:
+            self.scanner, self.scanner_root = jobs.RunScanner(), runs_path
+        entries = self.scanner.scan(runs_path) + find_sweeps(runs_path)  # a sweep folder: one row
         self.post_message(Scanned("runs", sorted(entries, key=lambda e: e.name)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan-assets")
@@ -137,6 +136,9 @@ class BrowseScreen(run_actions.RunActions, Screen):
     @on(Scanned)
     def show_scan(self, msg: Scanned) -> None:
         self.scanned[msg.table] = msg.entries
+        if msg.table == "runs":
+            keep = {str(e.path) for e in msg.entries}
+            self.row_cache = {k: v for k, v in self.row_cache.items() if k in keep}
         self.show_entries(msg.table)
 
     def show_entries(self, table_name: str) -> None:
@@ -144,8 +146,8 @@ class BrowseScreen(run_actions.RunActions, Screen):
         shown: list[tuple[Any, tuple]] = []
         for e in self.scanned[table_name]:
             if table_name == "runs":
-                cells = self.run_row(e)
-                if self.run_filter and not run_matches(cells, self.run_filter):
+                cells = self.cached_run_row(e)
+                if self.run_filter and not words_match(cells, self.run_filter):
                     continue
             elif table_name == "checkpoints":
                 cells = (e.name, e.kind, e.size, e.source, e.detail)
@@ -176,6 +178,16 @@ class BrowseScreen(run_actions.RunActions, Screen):
                     "concept 'circle' erased (ctrl+g to add your own checkpoint and dataset folders).")
         return "No runs yet. Press n to start one."
 
+    def cached_run_row(self, r: Any) -> tuple:
+        """:meth:`run_row`, built once per scanned entry (the scanner keeps unchanged runs' objects)."""
+        key, marked = str(r.path), str(r.path) in self.marked
+        hit = self.row_cache.get(key)
+        if hit is not None and hit[0] is r and hit[1] == marked:
+            return hit[2]
+        cells = self.run_row(r)
+        self.row_cache[key] = (r, marked, cells)
+        return cells
+
     def run_row(self, r: Any) -> tuple:
         """A run's row, or a sweep's (``SweepView``: analysis "sweep", progress "k/n cells")."""
         mark = "●" if str(r.path) in self.marked else " "
@@ -201,10 +213,7 @@ class BrowseScreen(run_actions.RunActions, Screen):
     # ------------------------------------------------------------------------------ filter
     def action_filter_runs(self) -> None:
         self.action_tab("runs")
-        box = self.query_one("#runs-filter", Input)
-        box.display = True
-        box.value = self.run_filter
-        box.focus()
+        self.query_one("#runs-filter", FilterBox).open(self.run_filter)
 
     @on(Input.Changed, "#runs-filter")
     def filter_changed(self, event: Input.Changed) -> None:

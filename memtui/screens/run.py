@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from memtui.engine.core.io import read_json_object
@@ -24,6 +24,7 @@ from memtui.engine.runs.view import RunView
 
 from .. import jobs
 from . import openers, run_actions
+from ..widgets.filter_box import FilterBox
 from ..widgets.gpu_line import GpuLine
 from ..widgets.histogram import Histogram
 from ..widgets.items_table import ItemsTable
@@ -32,6 +33,7 @@ from ..widgets.preview import PreviewPair
 from ..widgets.summary import summary_renderable
 
 POLL_S = 0.25  # ~4 Hz
+FILTER_DELAY_S = 0.15  # the items filter applies this long after the last keystroke
 TABS: tuple[str, ...] = ("preview", "nll", "psnr", "summary", "errors", "log")
 
 
@@ -72,7 +74,9 @@ class RunScreen(run_actions.RunActions, Screen):
             "highlighted item's query beside its reconstruction. The run keeps going if you leave "
             "this screen or quit memtui.")
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
+        Binding("enter", "open_item", "Item detail", show=False),
+        Binding("slash", "filter_items", "Filter items", show=False),
         Binding("s", "sort_next", "Sort"),
         Binding("r", "sort_reverse", "Reverse"),
         Binding("1", "tab('preview')", "Preview"),
@@ -98,6 +102,9 @@ class RunScreen(run_actions.RunActions, Screen):
         self.summary: dict[str, Any] | None = None
         self.law: tuple[float, float] | None = None
         self.status = self.info.status
+        self.errors = 0  # failed items so far
+        self.filter_timer: Any = None
+        self.shown_total: int | None = None
 
     def shows_seed_only(self) -> bool:
         """Whether the run's method reconstructs with more than its seed, so its seed-only PSNR
@@ -115,6 +122,8 @@ class RunScreen(run_actions.RunActions, Screen):
         with Horizontal(id="run-head"):
             yield Static("", id="run-status")
             yield ProgressBar(total=None, show_eta=getattr(self.app, "show_eta", True), id="run-progress")
+        yield FilterBox("filter items: words in id, set, status, prompt, error (Enter keeps it, Escape "
+                        "clears it)", id="items-filter")
         with Horizontal(id="run-main"):
             yield ItemsTable(id="items", seed_only=self.shows_seed_only())
             with Vertical(id="run-side"):
@@ -140,6 +149,7 @@ class RunScreen(run_actions.RunActions, Screen):
 
     def on_mount(self) -> None:
         self.query_one("#summary", Static).update(summary_renderable(None))
+        self.query_one(ItemsTable).focus()
         self.tail()
 
     # ----------------------------------------------------------------------------- worker
@@ -201,9 +211,8 @@ class RunScreen(run_actions.RunActions, Screen):
             errors = [r for r in records.values() if r.get("status") == "error"]
             total = msg.total if msg.total is not None else (done if msg.status == "finished" else None)
             self.set_progress(total, done, msg.status == "running")
-            err = f" · {len(errors)} failed" if errors else ""
-            self.query_one("#run-status", Static).update(
-                f"{done}/{total if total is not None else '?'} items{err}")
+            self.errors = len(errors)
+            self.show_status(done, total)
             if msg.summary_changed:
                 self.summary = msg.summary
                 self.query_one("#summary", Static).update(summary_renderable(msg.summary))
@@ -215,6 +224,16 @@ class RunScreen(run_actions.RunActions, Screen):
             if msg.log_lines:
                 self.query_one(LogPane).add_lines(msg.log_lines)
             self.update_preview()
+
+    def show_status(self, done: int, total: int | None) -> None:
+        """The status line: items done of the total, failures, and the filter when one is set."""
+        err = f" · {self.errors} failed" if self.errors else ""
+        table = self.query_one(ItemsTable)
+        shown = (f" · filter: {table.filter_words} ({table.row_count} of {done} shown; / to change, "
+                 "Escape to clear)" if table.filter_words else "")
+        self.query_one("#run-status", Static).update(
+            f"{done}/{total if total is not None else '?'} items{err}{shown}")
+        self.shown_total = total
 
     def set_progress(self, total: int | None, done: int, running: bool) -> None:
         """Update the bar; its ETA shows only while the run is running and starts afresh each
@@ -264,6 +283,59 @@ class RunScreen(run_actions.RunActions, Screen):
         self.update_preview()
 
     # ----------------------------------------------------------------------------- actions
+    @on(DataTable.RowSelected, "#items")
+    def row_selected(self, _: DataTable.RowSelected) -> None:
+        self.action_open_item()
+
+    def action_open_item(self) -> None:
+        """The highlighted item, large (:class:`~memtui.screens.item.ItemScreen`)."""
+        from .item import ItemScreen
+
+        table = self.query_one(ItemsTable)
+        item_id = table.current_id()
+        if item_id is None:
+            self.notify("no item selected", severity="warning")
+            return
+        self.app.push_screen(ItemScreen(self.run_dir, table.records, table.ids_in_order(), item_id, self.law))
+
+    # ----------------------------------------------------------------------------- filter
+    def action_filter_items(self) -> None:
+        self.query_one("#items-filter", FilterBox).open(self.query_one(ItemsTable).filter_words)
+
+    @on(Input.Changed, "#items-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        """Filter FILTER_DELAY_S after the last keystroke (refilling 10,000 rows per key would lag)."""
+        if self.filter_timer is not None:
+            self.filter_timer.stop()
+        words = event.value.strip()
+        self.filter_timer = self.set_timer(FILTER_DELAY_S, lambda: self.apply_filter(words))
+
+    def apply_filter(self, words: str) -> None:
+        self.filter_timer = None
+        table = self.query_one(ItemsTable)
+        table.set_filter(words)
+        self.show_status(len(table.records), self.shown_total)
+        self.update_preview()
+
+    @on(Input.Submitted, "#items-filter")
+    def filter_submitted(self) -> None:
+        self.query_one("#items-filter", FilterBox).display = False
+        self.query_one(ItemsTable).focus()
+
+    def action_back(self) -> None:
+        """Escape: close the filter box / clear the filter first, else back to the list."""
+        box = self.query_one("#items-filter", FilterBox)
+        table = self.query_one(ItemsTable)
+        if box.display or table.filter_words:
+            if self.filter_timer is not None:
+                self.filter_timer.stop()
+            box.value = ""
+            box.display = False
+            table.focus()
+            self.apply_filter("")
+            return
+        self.app.pop_screen()
+
     def action_sort_next(self) -> None:
         col = self.query_one(ItemsTable).cycle_sort()
         self.notify(f"sorted by {col}", timeout=2)

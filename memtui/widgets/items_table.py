@@ -1,4 +1,7 @@
-"""The live table of a run's items: rows added or updated in place (``update_cell``), sortable."""
+"""The live table of a run's items: rows added or updated in place (``update_cell``), sortable,
+filterable by words. The table keeps every record (:attr:`ItemsTable.records`, for the histograms
+and the item view) and shows the rows matching its filter; DataTable draws only the visible lines,
+so 10,000 rows stay responsive."""
 from __future__ import annotations
 
 import math
@@ -6,6 +9,8 @@ from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
+
+from .filter_box import words_match
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("id", "item", 16), ("set", "set", 9), ("psnr", "PSNR dB", 8), ("psnr_seed_only", "seed-only", 9),
@@ -46,6 +51,8 @@ class ItemsTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.shown = tuple(c for c in COLUMNS if seed_only or c[0] != "psnr_seed_only")
         self.records: dict[str, dict[str, Any]] = {}
+        self.filter_words = ""  # words every shown row must contain (``/``)
+        self.shown_ids: set[str] = set()
         self.sort_column = "id"
         self.sort_reverse = False
 
@@ -53,8 +60,21 @@ class ItemsTable(DataTable):
         for key, label, width in self.shown:
             self.add_column(label, key=key, width=width)
 
+    @staticmethod
+    def row_text(rec: dict[str, Any]) -> tuple[str, ...]:
+        """What the filter searches: the item's id, set, status, prompt and error."""
+        return tuple(str(rec.get(k) or "") for k in ("item_id", "set", "status", "prompt", "error"))
+
+    def matches(self, rec: dict[str, Any]) -> bool:
+        return not self.filter_words or words_match(self.row_text(rec), self.filter_words)
+
+    def add_record_row(self, item_id: str, rec: dict[str, Any]) -> None:
+        self.add_row(*(format_cell(c, rec) for c, _, _ in self.shown), key=item_id)
+        self.shown_ids.add(item_id)
+
     def upsert(self, records: list[dict[str, Any]]) -> list[str]:
-        """Add or update rows for these results records; returns the ids that were new."""
+        """Add or update rows for these results records (rows only for those the filter matches);
+        returns the ids that were new."""
         new: list[str] = []
         for rec in records:
             if "item_id" not in rec:
@@ -63,17 +83,39 @@ class ItemsTable(DataTable):
             old = self.records.get(item_id)
             self.records[item_id] = rec
             if old is None:
-                self.add_row(*(format_cell(c, rec) for c, _, _ in self.shown), key=item_id)
                 new.append(item_id)
-            else:
+            shown, show = item_id in self.shown_ids, self.matches(rec)
+            if show and not shown:
+                self.add_record_row(item_id, rec)
+            elif shown and not show:
+                self.remove_row(item_id)
+                self.shown_ids.discard(item_id)
+            elif shown and old is not None:
                 for col, _, _ in self.shown:
                     if old.get(col if col != "id" else "item_id") != rec.get(col if col != "id" else "item_id"):
                         self.update_cell(item_id, col, format_cell(col, rec))
         return new
 
+    def set_filter(self, words: str) -> None:
+        """Show only the rows whose :meth:`row_text` holds every word (all rows for "")."""
+        if words == self.filter_words:
+            return
+        self.filter_words = words
+        current = self.current_id()
+        self.clear()
+        self.shown_ids.clear()
+        for item_id, rec in self.records.items():
+            if self.matches(rec):
+                self.add_record_row(item_id, rec)
+        if self.sort_column != "id" or self.sort_reverse:
+            self.apply_sort()
+        if current in self.shown_ids:
+            self.move_cursor(row=self.get_row_index(current))
+
     def clear_records(self) -> None:
         """Forget every row (a restarted run begins again from an empty results file)."""
         self.records.clear()
+        self.shown_ids.clear()
         self.clear()
 
     def sort_key(self, item_id: Any) -> tuple:
