@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--no-mouse", dest="no_mouse", action="store_true",
                     help="do not capture the mouse (keeps the terminal's own selection and copy)")
     ui.add_argument("--config", metavar="FILE", help="console config file")
-    from .widgets.graphics import SETTINGS as IMAGE_SETTINGS  # no Textual at import
+    from .config import IMAGE_SETTINGS
 
     ui.add_argument("--images", choices=IMAGE_SETTINGS, default=None,
                     help="how the item view draws images: auto (real pixels through memtui[images] in a "
