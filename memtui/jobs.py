@@ -240,6 +240,15 @@ def read_run(run_dir: Path) -> RunInfo:
     return info
 
 
+def read_records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """item_id -> the item's latest results record (every results file, shards included); {} when
+    the run has none or they cannot be read."""
+    try:
+        return RunDir(run_dir).read_results()
+    except _READ_ERRORS:
+        return {}
+
+
 def is_live(run_dir: Path) -> bool:
     """Whether the run's process is alive: the run lock (``run.pid``) or the pid this console
     recorded when it spawned the run (``console.pid``)."""

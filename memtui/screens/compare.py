@@ -1,5 +1,7 @@
 """Compare: finished runs side by side, as a method × concept table of the erased set's mean PSNR
-and the relative distance (like the paper's figure 5). Numbers are the runs' summary.json values."""
+and the relative distance (like the paper's figure 5), beside their per-item NLL distributions
+overlaid on one plot with the N(0, I) law, and their PSNR distributions. Table numbers are the
+runs' summary.json values; the plots read each run's results.jsonl (ok items)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +9,12 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import jobs
+from ..widgets.histogram import Histogram
 from ..widgets.summary import fmt
 from ..widgets.tables import sync_table
 from .openers import Opener
@@ -41,6 +45,34 @@ def compare_cells(runs: list[jobs.RunInfo]) -> tuple[list[str], list[str], dict[
     return methods, concepts, cells
 
 
+def run_series(runs: list[jobs.RunInfo], metric: str) -> dict[str, list[float]]:
+    """``"method · concept: set" -> values`` of ``metric`` over each run's ok items, per set."""
+    out: dict[str, list[float]] = {}
+    for info in runs:
+        method, concept = run_labels(info)
+        for rec in jobs.read_records(info.path).values():
+            v = rec.get(metric)
+            if rec.get("status") == "ok" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.setdefault(f"{method} · {concept}: {rec.get('set', '?')}", []).append(float(v))
+    return out
+
+
+def shared_law(runs: list[jobs.RunInfo]) -> tuple[tuple[float, float, str] | None, str]:
+    """The N(0, I) NLL law of the runs' seeds (mean, std, label) and a note: the law is drawn when
+    every run with a known seed dimension has the same one, else the first one's, said in the note."""
+    dims = {info.name: info.view.seed_dim() for info in runs}
+    known = {d for d in dims.values() if d}
+    if not known:
+        return None, "no seed dimension known: no law drawn"
+    first = next(d for d in dims.values() if d)
+    law = next(info.view.nll_law() for info in runs if info.view.seed_dim() == first)
+    if law is None:
+        return None, ""
+    label = f"N(0,I) law, d={first}"
+    note = "" if len(known) == 1 else f"seed dimensions differ ({', '.join(map(str, sorted(known)))}): the law drawn is d={first}'s"
+    return (law[0], law[1], label), note
+
+
 OPENER = Opener(key="c", description="Compare", hosts=("browse",), order=30)
 
 
@@ -62,6 +94,7 @@ class CompareScreen(Screen):
             "(EMD erased↔normal / EMD reference↔normal; ≈1 means the erased concept's seeds are as "
             "likely as ordinary images' seeds).")
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("r", "reload", "Reload"),
+                Binding("1", "plot('compare-nll')", "NLL plot"), Binding("2", "plot('compare-psnr')", "PSNR plot"),
                 Binding("e", "export_report", "Export report")]
 
     def __init__(self, run_dirs: list[Path], **kwargs: Any) -> None:
@@ -70,9 +103,20 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"Compare · {len(self.run_dirs)} runs", classes="title-line")
-        yield DataTable(id="compare-table", cursor_type="cell", zebra_stripes=True)
-        yield Static("cells: mean PSNR of the erased set (dB) · relative distance", classes="hint")
+        with Horizontal(id="compare-main"):
+            with Vertical(id="compare-left"):
+                yield DataTable(id="compare-table", cursor_type="cell", zebra_stripes=True)
+                yield Static("cells: mean PSNR of the erased set (dB) · relative distance", classes="hint")
+            with TabbedContent(initial="compare-nll", id="compare-plots"):
+                with TabPane("1 NLL", id="compare-nll"):
+                    yield Histogram("NLL of seeds (nats)", "NLL", id="compare-nll-hist")
+                with TabPane("2 PSNR", id="compare-psnr"):
+                    yield Histogram("PSNR of reconstructions (dB)", "PSNR", id="compare-psnr-hist")
+        yield Static("", id="compare-note", classes="hint")
         yield Footer()
+
+    def action_plot(self, pane: str) -> None:
+        self.query_one("#compare-plots", TabbedContent).active = pane
 
     def on_mount(self) -> None:
         self.action_reload()
@@ -94,3 +138,9 @@ class CompareScreen(Screen):
                 row.append("" if (m, c) not in cells else f"{fmt(psnr)}{alone} dB · {fmt(rd, 2)}")
             rows.append((m, tuple(row)))
         sync_table(self.query_one(DataTable), rows, [("method", "method")] + [(c, c) for c in concepts])
+        law, note = shared_law(runs)
+        self.query_one("#compare-nll-hist", Histogram).set_data(run_series(runs, "nll"), law=law)
+        self.query_one("#compare-psnr-hist", Histogram).set_data(run_series(runs, "psnr"))
+        box = self.query_one("#compare-note", Static)
+        box.update(note)
+        box.display = bool(note)

@@ -2,6 +2,7 @@
 reference seeds with the N(0, I) law drawn, and PSNR. Display only: values come from run files."""
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -65,7 +66,7 @@ class Histogram(PlotextPlot):
         bins = BINS
         width = (hi - lo) / bins
         shown = [(name, vals) for name, vals in self.series.items() if vals]
-        for (name, vals), color in zip(shown, SERIES_COLORS):
+        for (name, vals), color in zip(shown, itertools.cycle(SERIES_COLORS)):
             xs, ys = step_outline(bin_counts(vals, lo, hi, bins), lo, width)
             plt.plot(xs, ys, label=f"{name} ({len(vals)})", color=color, marker="hd",
                      fillx=len(shown) == 1)

@@ -32,6 +32,9 @@ def image_problem(path: Path | None) -> str | None:
     return None
 
 
+ROOM_ROWS = 15  # screen rows an item's image leaves free (title, captions, numbers, footer)
+
+
 class HalfBlockImage(Static):
     """An image in half-block cells, resized to the widget's width (two pixels per cell row)."""
 
@@ -41,7 +44,10 @@ class HalfBlockImage(Static):
         self.shown_width = 0
 
     def on_resize(self) -> None:
+        """Fit the width, and leave ``ROOM_ROWS`` rows of the screen for the item's numbers (a
+        square image of w columns takes w/2 rows)."""
         width = max(8, self.content_region.width or self.size.width)
+        width = min(width, 2 * max(6, self.screen.size.height - ROOM_ROWS))
         if width != self.shown_width:
             self.shown_width = width
             self.update(pixels(self.path, width))

@@ -218,3 +218,40 @@ async def test_sync_table_updates_changed_cells_in_place(config):
         sync_table(table, [("r2", ("y", "3"))], cols)
         assert [r.key.value for r in table.ordered_rows] == ["r2"]
         await pilot.pause()
+
+
+# ------------------------------------------------------------------------------------ compare
+async def test_compare_overlays_the_runs_distributions_with_the_law(config, runs_dir, concept_run):
+    from memtui.engine.metrics import nll_law
+    from memtui.screens.compare import CompareScreen
+    from memtui.widgets.histogram import Histogram
+
+    from tests.console.console_helpers import concept_records, concept_summary, make_run
+
+    recs = concept_records(3, 2, psnr0=15.0)
+    make_run(runs_dir, "uce-church", {"analysis": "concept", "method": "ddim", "ablated": "/ck/uce.safetensors",
+                                      "erased": "/data/church"}, recs, concept_summary(recs, 2.5))
+    app = make_app(config)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")  # nothing marked: every finished concept run
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        nll = screen.query_one("#compare-nll-hist", Histogram)
+        by_label = {k.split(": ")[0]: k for k in nll.series}
+        assert len(nll.series) == 4  # 2 runs × (erased, reference)
+        ok = [r for r in recs if r["set"] == "erased"]
+        uce_erased = next(k for k in nll.series if "uce" in k and k.endswith(": erased"))
+        assert sorted(nll.series[uce_erased]) == sorted(r["nll"] for r in ok)
+        esd_erased = next(k for k in nll.series if "esd" in k and k.endswith(": erased"))
+        assert len(nll.series[esd_erased]) == 3  # 4 items, one failed
+        mean, std = nll_law(256)
+        assert nll.law is not None and abs(nll.law[0] - mean) < 1e-6 and abs(nll.law[1] - std) < 1e-6
+        assert nll.law[2] == "N(0,I) law, d=256" and by_label
+        psnr = screen.query_one("#compare-psnr-hist", Histogram)
+        assert sorted(psnr.series[uce_erased]) == sorted(r["psnr"] for r in ok) and psnr.law is None
+        await pilot.press("2")
+        await settle(pilot)
+        assert screen.query_one("#compare-plots").active == "compare-psnr"
+        assert not screen.query_one("#compare-note").display

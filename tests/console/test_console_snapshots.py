@@ -101,3 +101,17 @@ def test_snapshot_delete_confirmation_80x24(snap_compare, snap_app):
 def test_snapshot_duplicate_form_80x24(snap_compare, snap_app):
     """d on a run: the New-run form titled as a copy, filled from the run's spec, under a new name."""
     assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("d"))
+
+
+def test_snapshot_item_detail_80x24(snap_compare, snap_app):
+    """Enter on the failed item: its images (half-block), numbers and error."""
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("enter", "down", "down", "enter"))
+
+
+def test_snapshot_items_filter_80x24(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=(80, 24),
+                        run_before=keys("enter", "slash", *"reference", "enter"))
+
+
+def test_snapshot_compare_plots_80x24(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=keys("c", "2"))
