@@ -5,7 +5,8 @@ results.jsonl, summary.json; no images) are written to a temporary folder; the c
 headless (Textual's ``run_test``, 120×36) and timed:
 
 - **open**: from the app's start until the Browse runs table lists every run;
-- **rescan**: one more Browse scan of the unchanged runs folder (what the 2 s timer does);
+- **rescan**: one more Browse scan of the unchanged runs folder and the table sync (what the 2 s
+  timer does; the scan itself runs in a worker thread);
 - **run screen**: from pressing Enter on the 10,000-item run until its items table holds every row;
 - **filter**: typing a ``/`` filter on the items table until the matching rows alone are shown;
 - **tail**: 200 more records appended to a live run's results.jsonl until the table shows them.
@@ -89,10 +90,9 @@ async def drive(runs_dir: Path, n_runs: int, big: str, live: Path, items: int) -
         out["open"] = time.perf_counter() - t0
         browse = app.screen
         await pilot.pause(0.5)
-        t1 = time.perf_counter()
-        worker = browse.scan_runs()
-        await worker.wait()
-        await pilot.pause()
+        t1 = time.perf_counter()  # what the 2 s timer's worker does, then the table sync
+        browse.scanned["runs"] = browse.scanner.scan(runs_dir)
+        browse.show_entries("runs")
         out["rescan"] = time.perf_counter() - t1
 
         app.open_run(runs_dir / big)

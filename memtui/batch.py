@@ -194,6 +194,14 @@ def run_batch(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
+def _run_failed(reporter: Any, e: BaseException) -> int:
+    """Report a run's unexpected failure (traceback, then one line); returns EXIT_FAILED."""
+    reporter.close()
+    traceback.print_exception(e, file=sys.stderr)
+    _err(f"run failed: {type(e).__name__}: {e}")
+    return EXIT_FAILED
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     """:func:`run_batch` without its KeyboardInterrupt guard."""
     from memtui.engine.data.datasets import DatasetError
@@ -253,6 +261,14 @@ def _run_batch(args: argparse.Namespace) -> int:
         reporter.close()
         _err(f"aborted; resume with the same command (run directory {rd.path})")
         return EXIT_INTERRUPTED
+    except InterruptedError as e:
+        if not cancel.is_set():
+            return _run_failed(reporter, e)
+        # a stop during a follow-up (the demo's prompt test): the analysis' records stay; the same
+        # command runs the follow-up again
+        reporter.close()
+        _err(f"cancelled ({e}); the run's records are kept: the same command finishes it (run directory {rd.path})")
+        return EXIT_INTERRUPTED
     except RunLockedError as e:
         reporter.close()
         _err(str(e))
@@ -262,10 +278,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         _err(str(e))
         return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 - reported, logged in events.jsonl
-        reporter.close()
-        traceback.print_exc(file=sys.stderr)
-        _err(f"run failed: {type(e).__name__}: {e}")
-        return EXIT_FAILED
+        return _run_failed(reporter, e)
     reporter.close()
     if args.json:
         sys.stdout.write((rd.path / RunDir.SUMMARY).read_text(encoding="utf-8"))
