@@ -255,7 +255,10 @@ def _assert_same_records(out: Path, ref_out: Path, quantised: bool = False) -> N
 def test_targets_batched_together_equal_one_at_a_time(mem_spec_dict, full_run, tmp_path) -> None:
     """``targets_together = 2``: both targets' decoder inversions run as one Adam run per phase
     (7 items, then 5) and their diffusion jobs share batches; every record equals the run that
-    took the targets one at a time, and each target still gets its own decoder checkpoint."""
+    took the targets one at a time, and each target still gets its own decoder checkpoint, to the
+    tolerances of float rounding (``quantised``): on an AMD EPYC host the 7-item decoder batch rounds
+    differently from the per-target ones, and a control item's z_T moved by 1e-3 and its PSNR by
+    0.0034 dB (< 1e-4 and < 0.001 dB on the Intel host where the tight tolerances were set)."""
     out = tmp_path / "together"
     s = run(_spec(mem_spec_dict, batch_size=3, options={"targets_together": 2}), out)
     assert s["status"] == "finished" and s["complete"]
@@ -264,7 +267,7 @@ def test_targets_batched_together_equal_one_at_a_time(mem_spec_dict, full_run, t
     assert own and {e["target_id"] for e in own} == {"erased-img0, erased-img1"}
     assert sorted(p.name for p in (out / "latents").glob("*.decinv.safetensors")) == [
         "erased-img0.decinv.safetensors", "erased-img1.decinv.safetensors"]
-    _assert_same_records(out, full_run[0])
+    _assert_same_records(out, full_run[0], quantised=True)
     assert s["targets"].keys() == full_run[1]["targets"].keys()
 
 
