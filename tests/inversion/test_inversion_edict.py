@@ -187,7 +187,8 @@ def test_generic_api_returns_y_T_and_a_distinct_seed_only_image(tiny_pipe, rand_
     x_T, y_T = edict_invert(tiny_pipe, out.z_0, emb, 5)
     torch.testing.assert_close(out.z_T, x_T, rtol=0, atol=1e-6 * float(x_T.abs().max()))
     torch.testing.assert_close(out.state["y_T"], y_T, rtol=0, atol=1e-6 * float(y_T.abs().max()))
-    torch.testing.assert_close(out.z_0_hat, out.z_0, rtol=0, atol=1e-4)  # EDICT comes back
+    # EDICT comes back to float rounding (1.3e-4 at worst on an AMD EPYC host, < 1e-4 on Intel)
+    torch.testing.assert_close(out.z_0_hat, out.z_0, rtol=0, atol=3e-4)
     assert out.images_seed_only is not None and out.images_seed_only is not out.images_hat
     assert out.images_seed_only.shape == out.images_hat.shape
     assert float((out.images_seed_only - out.images_hat).abs().max()) > 1e-3
