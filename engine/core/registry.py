@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +26,8 @@ class Registry(Generic[T]):
         self.unknown = unknown or (lambda name, known: f"unknown {what} {name!r}; known: {', '.join(known)}")
         self._classes: dict[str, type[T]] = {}
         self._discovered = False
+        self._discovering = False  # this registry's modules are being imported (by the lock's holder)
+        self._lock = threading.RLock()
 
     def register(self, cls: type[T]) -> type[T]:
         """Class decorator: add ``cls`` under ``cls.name`` (a second class of that name is an error)."""
@@ -42,14 +45,24 @@ class Registry(Generic[T]):
         self._classes.pop(name, None)
 
     def discover(self) -> None:
-        """Import every module of the package once (each registers what it declares)."""
+        """Import every module of the package once (each registers what it declares). Thread-safe:
+        a second thread asking meanwhile waits until every module is in (the console's scan worker
+        and its UI thread both read registries; a half-filled one made a concept run's headline
+        '-'); a module of the package that asks while being imported sees what is in so far."""
         if self._discovered:
             return
-        self._discovered = True
-        pkg = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if info.name not in self.skip and not info.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{info.name}")
+        with self._lock:
+            if self._discovered or self._discovering:
+                return
+            self._discovering = True
+            try:
+                pkg = importlib.import_module(self.package)
+                for info in pkgutil.iter_modules(pkg.__path__):
+                    if info.name not in self.skip and not info.name.startswith("_"):
+                        importlib.import_module(f"{self.package}.{info.name}")
+                self._discovered = True
+            finally:
+                self._discovering = False
 
     def classes(self) -> list[type[T]]:
         """Every registered class: the names of ``order`` first, then the others by name."""
