@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -18,7 +19,7 @@ from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import SD14_DDIM_CONFIG
 from memtui.engine.model.tokenizer import build_word_tokenizer
 
-__all__ = ["TINY_WORDS", "tiny_pipeline", "save_pipeline", "perturbed", "save_state_dict",
+__all__ = ["TINY_WORDS", "tiny_pipeline", "tiny_sdxl_pipeline", "save_pipeline", "perturbed", "save_state_dict",
            "save_unet_state_dict", "save_unet_folder", "save_text_encoder", "save_delta", "diffusers_unet_to_ldm",
            "save_compvis_checkpoint", "save_spm_adapter", "save_receler_eraser"]
 
@@ -26,32 +27,78 @@ TINY_WORDS = ("a", "photo", "of", "red", "blue", "green", "circle", "square", "t
               "church", "dog", "cat", "on", "the", "with", "nude", "person", "painting", "van", "gogh")
 
 
-def tiny_pipeline(seed: int = 0, image_size: int = 32, cross_dim: int = 32) -> SDPipeline:
-    """A random-weight SD-layout pipeline (eval mode, fp32, CPU), deterministic for ``seed``."""
+def tiny_pipeline(seed: int = 0, image_size: int = 32, cross_dim: int = 32, family: str = "sd1",
+                  prediction_type: str | None = None) -> SDPipeline:
+    """A random-weight pipeline of ``family`` (eval mode, fp32, CPU), deterministic for ``seed``:
+    ``sd1`` (conv projections, quick-GELU CLIP, ε), ``sd2`` (linear projections, GELU CLIP; v-prediction
+    unless ``prediction_type`` says otherwise), ``sdxl`` (two text encoders of width ``cross_dim``,
+    text_time added conditioning; ε)."""
+    if family == "sdxl":
+        return tiny_sdxl_pipeline(seed, image_size, cross_dim, prediction_type or "epsilon")
+    if family not in ("sd1", "sd2"):
+        raise ValueError(f"no tiny pipeline for family {family!r}")
+    sd2 = family == "sd2"
     torch.manual_seed(seed)
     tok = build_word_tokenizer(TINY_WORDS)
-    vae = AutoencoderKL(
+    vae = _tiny_vae(image_size)
+    unet = _tiny_unet(image_size, cross_dim, use_linear_projection=sd2)
+    te = CLIPTextModel(_tiny_text_config(tok, cross_dim, hidden_act="gelu" if sd2 else "quick_gelu"))
+    sched = dict(SD14_DDIM_CONFIG, prediction_type=prediction_type or ("v_prediction" if sd2 else "epsilon"))
+    return SDPipeline(unet=unet, vae=vae, text_encoder=te, tokenizer=tok, scheduler_config=sched,
+                      source=f"testkit:tiny-{family}(seed={seed})", family=family).eval()
+
+
+def _tiny_unet(image_size: int, cross_dim: int, **config: Any) -> UNet2DConditionModel:
+    """The tiny two-level UNet (32/64 channels, latents ``image_size // 4``) reading ``cross_dim``
+    text; ``config``: the family's own UNet settings."""
+    return UNet2DConditionModel(
+        sample_size=image_size // 4, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16,
+        cross_attention_dim=cross_dim, attention_head_dim=8, **config)
+
+
+def tiny_sdxl_pipeline(seed: int = 0, image_size: int = 32, width: int = 32,
+                       prediction_type: str = "epsilon") -> SDPipeline:
+    """A random-weight SDXL-layout pipeline: CLIPTextModel + CLIPTextModelWithProjection (both of
+    hidden width ``width``, projection ``width``), a UNet with ``addition_embed_type="text_time"``
+    reading ``2·width`` text, the tiny VAE."""
+    from transformers import CLIPTextModelWithProjection
+
+    from memtui.engine.model.families.sdxl import SDXLPipeline
+
+    torch.manual_seed(seed)
+    tok = build_word_tokenizer(TINY_WORDS)
+    vae = _tiny_vae(image_size)
+    unet = _tiny_unet(image_size, 2 * width, use_linear_projection=True, addition_embed_type="text_time",
+                      addition_time_embed_dim=8, projection_class_embeddings_input_dim=width + 6 * 8)
+    te = CLIPTextModel(_tiny_text_config(tok, width, hidden_act="quick_gelu"))
+    te2 = CLIPTextModelWithProjection(_tiny_text_config(tok, width, hidden_act="gelu", projection_dim=width))
+    sched = dict(SD14_DDIM_CONFIG, prediction_type=prediction_type)
+    return SDXLPipeline(unet=unet, vae=vae, text_encoder=te, tokenizer=tok, text_encoder_2=te2, tokenizer_2=tok,
+                        scheduler_config=sched, source=f"testkit:tiny-sdxl(seed={seed})", family="sdxl",
+                        vae_upcast=True).eval()
+
+
+def _tiny_vae(image_size: int) -> AutoencoderKL:
+    return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
         sample_size=image_size, scaling_factor=0.18215,
     )
-    unet = UNet2DConditionModel(
-        sample_size=image_size // 4, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16,
-        cross_attention_dim=cross_dim, attention_head_dim=8,
-    )
+
+
+def _tiny_text_config(tok, width: int, hidden_act: str, projection_dim: int | None = None) -> CLIPTextConfig:
     vocab = tok.get_vocab()
-    te = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=cross_dim, intermediate_size=2 * cross_dim,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+    extra = {"projection_dim": projection_dim} if projection_dim else {}
+    return CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77, hidden_act=hidden_act,
         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    ))
-    return SDPipeline(unet=unet, vae=vae, text_encoder=te, tokenizer=tok,
-                      scheduler_config=dict(SD14_DDIM_CONFIG), source=f"testkit:tiny(seed={seed})").eval()
+        pad_token_id=vocab["<|endoftext|>"], **extra,
+    )
 
 
 # --------------------------------------------------------------------------- checkpoint kinds
@@ -64,11 +111,12 @@ def perturbed(pipe: SDPipeline, pattern: str, component: str = "unet", scale: fl
     names matching the regex ``pattern`` got Gaussian noise of std ``scale``; returns it and the
     sorted component-qualified names of the changed tensors (e.g. ``unet.…attn2.to_k.weight``)."""
     import copy
+    import dataclasses
     import re
 
-    new = SDPipeline(unet=copy.deepcopy(pipe.unet), vae=copy.deepcopy(pipe.vae),
-                     text_encoder=copy.deepcopy(pipe.text_encoder), tokenizer=pipe.tokenizer,
-                     scheduler_config=dict(pipe.scheduler_config), source=pipe.source + "+perturbed")
+    modules = {name: copy.deepcopy(m) for name, m in pipe.component_modules().items()}
+    new = dataclasses.replace(pipe, **modules, scheduler_config=dict(pipe.scheduler_config),
+                              source=pipe.source + "+perturbed", _prompt_cache={}, _alphas=None)
     module = getattr(new, component)
     gen = torch.Generator().manual_seed(seed)
     changed = []

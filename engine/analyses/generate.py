@@ -17,7 +17,7 @@ from typing import Any
 from memtui.engine.analyses.registry import register
 from memtui.engine.analyses.base import RECORD_BASE, Analysis, CommonOptions, Table, detection_lines
 from memtui.engine.core.options import option
-from memtui.engine.diffusion.samplers import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # torch-free
+from memtui.engine.diffusion.samplers import AUTO_SAMPLER, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # torch-free
 
 GUIDANCE_SOURCES = ("row", "official")
 """Where each row's guidance comes from: ``row`` = the row's own ``evaluation_guidance`` (else
@@ -37,7 +37,9 @@ class GenerateOptions(CommonOptions):
 
     prompts: str | None = option(None, help="prompt CSV: case_number,prompt,evaluation_seed[,evaluation_guidance]"
                                  "[,sd_image_height,sd_image_width] (required)", metavar="FILE.csv")
-    sampler: str = option(DEFAULT_SAMPLER, choices=tuple(SAMPLERS), help="generation sampler")
+    sampler: str = option(AUTO_SAMPLER, choices=(AUTO_SAMPLER, *SAMPLERS),
+                          help=f"generation sampler; {AUTO_SAMPLER}: the base's family default ({DEFAULT_SAMPLER} for "
+                          "SD 1.x, as the official code; ddim for SD 2.x; euler for SDXL)")
     steps: int = option(DEFAULT_STEPS, help="sampler steps (the --steps flag sets it for generate runs)", minimum=1,
                         flag=None)
     guidance: float = option(DEFAULT_GUIDANCE, help="the default guidance: of rows without one (guidance_source row); "

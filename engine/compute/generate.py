@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from memtui.engine.analyses.generate import GUIDANCE_SOURCES, NOISE_DRAW, Generate
 from memtui.engine.core.io import atomic_write_bytes
 from memtui.engine.data.datasets import read_csv_table
-from memtui.engine.diffusion.samplers import DEFAULT_GUIDANCE
+from memtui.engine.diffusion.samplers import AUTO_SAMPLER, DEFAULT_GUIDANCE
 from memtui.engine.runs.loop import ItemLoop, Progress, run_locked
 from memtui.engine.runs.spec import SpecError
 
@@ -307,7 +307,32 @@ class _GenerateRun(ItemLoop):
     def _image_path(self, item_id: str) -> Path:
         return self.rd.path / "imgs" / f"{item_id}.png"
 
+    def _base(self) -> str | None:
+        if not self.spec.base and self.spec.demo:  # the demo world's base model shipped with memtui
+            from memtui.engine.model.shipped import base_dir
+
+            return str(base_dir())
+        return self.spec.base
+
+    def _resolve_sampler(self, family: str | None = None) -> None:
+        """Replace ``auto`` by the base family's default sampler: from the loaded pipeline's
+        family, else detected from the base folder's ``model_index.json`` (a sharded run's holder
+        never loads the model, and its summary must name the sampler its shards used)."""
+        if self.settings["sampler"] != AUTO_SAMPLER:
+            return
+        from memtui.engine.model.families import detect_family, get_family
+
+        if family is not None:
+            self.settings["sampler"] = get_family(family).default_sampler
+            return
+        base = self._base()
+        try:
+            self.settings["sampler"] = detect_family(os.path.expanduser(str(base))).default_sampler
+        except (OSError, ValueError, TypeError):  # a single-file base, or none: the load says
+            pass
+
     def plan(self) -> list[str]:
+        self._resolve_sampler()
         self.src = Path(os.path.expanduser(str(self.settings["prompts"])))
         rows, self.bad = read_prompt_csv(self.src, float(self.settings["guidance"]),
                                          str(self.settings["guidance_source"]))
@@ -341,14 +366,10 @@ class _GenerateRun(ItemLoop):
         from memtui.engine.runs.lifecycle import load_pipeline
 
         t = time.monotonic()
-        base = self.spec.base
-        if not base and self.spec.demo:  # the demo world's base model shipped with memtui
-            from memtui.engine.model.shipped import base_dir
-
-            base = str(base_dir())
-        self.pipe, report = load_pipeline(self.spec, self.device, base)
+        self.pipe, report = load_pipeline(self.spec, self.device, self._base())
+        self._resolve_sampler(self.pipe.family)
         self.rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=self.device,
-                      precision=self.spec.precision, load_report=report)
+                      precision=self.spec.precision, family=self.pipe.family, load_report=report)
 
     def _record(self, job: _Job, status: str, error: str | None, seconds: float = 0.0) -> dict[str, Any]:
         r = job.row

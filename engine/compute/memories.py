@@ -402,7 +402,7 @@ class _MemoriesRun(InversionItems):
                                  s, float(dec["psnr_support"][k]), float(dec["loss_support"][k]), seed))
         with torch.no_grad():  # one item at a time: the decoded pixels do not depend on batch size or resume
             for job in jobs:
-                z = job.z_vae[None].to(self.pipe.device, self.pipe.dtype)
+                z = job.z_vae[None].to(self.pipe.device, self.pipe.vae_dtype)
                 job.decoded = to_uint8(self.pipe.vae.decode(z).sample.float().clamp(-1, 1))[0]
         return jobs
 

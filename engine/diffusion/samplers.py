@@ -8,7 +8,8 @@ scale. Rows of one batch share size, scheduler and step count, so a batch gives 
 one call per row (up to float rounding of batched kernels).
 
 Samplers are built from the model's noise schedule (``beta_*``, ``num_train_timesteps``,
-``trained_betas``, ``prediction_type``) with each scheduler's own defaults for everything else, as
+``trained_betas``; always with ``prediction_type="epsilon"``, since ``SDPipeline.eps`` converts a
+v-prediction model's output to ε) with each scheduler's own defaults for everything else, as
 the official code builds ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
 beta_schedule="scaled_linear", num_train_timesteps=1000)``.
 """
@@ -35,7 +36,8 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
-DEFAULT_SAMPLER = "lms"
+DEFAULT_SAMPLER = "lms"   # SD 1.x's (the official generation); each model family declares its own
+AUTO_SAMPLER = "auto"     # the option value meaning "the base's family default"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
 
@@ -130,5 +132,5 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
     return to_uint8(pipe.decode_latents(latents))
 
 
-__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "AUTO_SAMPLER", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
            "make_sampler", "sample"]

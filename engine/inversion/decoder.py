@@ -65,7 +65,7 @@ class DecoderInversionResult:
 def _item_losses(pipe: SDPipeline, z: torch.Tensor, target01: torch.Tensor, weights: tuple[float, float, float],
                  mu: torch.Tensor | None, var: torch.Tensor | None) -> torch.Tensor:
     """Per-item losses ``[b]`` (float32) for latents ``z [b, C, h, w]`` (unscaled)."""
-    dec = pipe.vae.decode(z.to(pipe.dtype)).sample.float()
+    dec = pipe.vae.decode(z.to(pipe.vae_dtype)).sample.float()
     w_mse, w_prior, w_nll = weights
     loss = w_mse * ((dec / 2 + 0.5 - target01) ** 2).flatten(1).mean(1)
     if w_prior:
@@ -116,7 +116,7 @@ def decoder_invert(
     mu = var = None
     if weights[1] or weights[2]:
         with torch.no_grad():
-            post = pipe.vae.encode(targets.to(dev, pipe.dtype)).latent_dist
+            post = pipe.vae.encode(targets.to(dev, pipe.vae_dtype)).latent_dist
         mu, var = post.mean.float(), post.var.float()
 
     vae_grad = [p.requires_grad for p in pipe.vae.parameters()]
@@ -147,7 +147,7 @@ def decoder_invert(
                                             None if mu is None else mu[a:a + chunk],
                                             None if var is None else var[a:a + chunk])
                                 for a in range(0, n, chunk)])
-            images = torch.cat([pipe.vae.decode(zf[a:a + chunk].to(pipe.dtype)).sample.float().clamp(-1, 1)
+            images = torch.cat([pipe.vae.decode(zf[a:a + chunk].to(pipe.vae_dtype)).sample.float().clamp(-1, 1)
                                 for a in range(0, n, chunk)])
     finally:
         for p, g in zip(pipe.vae.parameters(), vae_grad):
@@ -161,4 +161,4 @@ def encoder_mean(pipe: SDPipeline, images: torch.Tensor) -> torch.Tensor:
     """Unscaled VAE posterior means ``[B, C, h, w]`` (float32) of images ``[B, 3, H, W]`` in [-1, 1]
     — the official initialisation of the decoder inversions."""
     with torch.no_grad():
-        return pipe.vae.encode(images.to(pipe.device, pipe.dtype)).latent_dist.mean.float()
+        return pipe.vae.encode(images.to(pipe.device, pipe.vae_dtype)).latent_dist.mean.float()

@@ -1,5 +1,11 @@
 """The in-memory Stable Diffusion model memtui works on: components plus the few operations every
-analysis needs (prompt encoding, VAE encode/decode in *scaled* latent space, one UNet call).
+analysis needs (prompt encoding, VAE encode/decode in *scaled* latent space, one noise prediction).
+
+A model family (:mod:`memtui.engine.model.families`) may subclass :class:`SDPipeline` (SDXL adds a
+second text encoder, pooled embeddings and time ids); the inversion methods and analyses see only
+this interface: ``encode_prompts`` gives one conditioning tensor ``[B, L, D]`` per prompt and
+``eps`` always returns an ε-prediction (a v-prediction model's output is converted), so no method
+has per-family code.
 
 Latent convention: the diffusion model sees ``z = s * z_vae`` (``s`` = ``vae.config.scaling_factor``,
 0.18215 for SD 1.4). Images are tensors ``[B, 3, H, W]`` in [-1, 1]. Arithmetic outside the networks
@@ -41,6 +47,9 @@ class SDPipeline:
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     vae_chunk: int | None = None  # images per VAE encode/decode call (None: the whole batch)
+    family: str = "sd1"  # the model family's registry name (memtui.engine.model.families)
+    vae_upcast: bool = False  # keep the VAE in float32 when the model runs in fp16/bf16 (SDXL's VAE overflows)
+    _alphas: torch.Tensor | None = field(default=None, repr=False)  # alphas_cumprod [T] float64 (v -> ε)
     _prompt_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ properties
@@ -51,6 +60,17 @@ class SDPipeline:
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """The VAE's dtype (float32 for an upcast VAE, else the model's)."""
+        return self.vae.dtype
+
+    @property
+    def prediction_type(self) -> str:
+        """What the network predicts: ``epsilon`` or ``v_prediction`` (SD 2.x 768 px models), from
+        the scheduler config; :meth:`eps` converts ``v_prediction`` to ε."""
+        return str(self.scheduler_config.get("prediction_type") or "epsilon")
 
     @property
     def work_dtype(self) -> torch.dtype:
@@ -87,14 +107,26 @@ class SDPipeline:
 
     # ------------------------------------------------------------------ state
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SDPipeline":
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.to(**kwargs)
+        for m in self.modules():
+            upcast = m is self.vae and self.vae_upcast and dtype in (torch.float16, torch.bfloat16)
+            dt = torch.float32 if upcast else dtype
+            m.to(**{k: v for k, v in (("device", device), ("dtype", dt)) if v is not None})
         self._prompt_cache.clear()
         return self
 
+    def component_modules(self) -> dict[str, torch.nn.Module]:
+        """The network components by pipeline-folder name (a family with more text encoders adds them)."""
+        return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        return tuple(self.component_modules().values())
+
+    def tokenizers(self) -> dict[str, Any]:
+        """The tokenizers by pipeline-folder name."""
+        return {"tokenizer": self.tokenizer}
+
     def eval(self) -> "SDPipeline":
-        for m in (self.unet, self.vae, self.text_encoder):
+        for m in self.modules():
             m.eval().requires_grad_(False)
         return self
 
@@ -109,12 +141,15 @@ class SDPipeline:
         once per distinct prompt (cached). Prompts are padded/truncated to the tokenizer's length."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
-            tok = self.tokenizer(list(missing), padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
-            emb = self.text_encoder(tok.input_ids.to(self.device))[0]
-            for p, e in zip(missing, emb):
+            for p, e in zip(missing, self._encode_text(list(missing))):
                 self._prompt_cache[p] = e
         return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """The text encoder's last hidden states ``[B, L, D]`` for distinct prompts (SD 1.x/2.x)."""
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True,
+                             max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.device))[0]
 
     # ------------------------------------------------------------------ VAE
     def encode_images(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,7 +161,7 @@ class SDPipeline:
         means, stds = [], []
         with torch.no_grad():
             for part in self._vae_chunks(images):
-                dist = self.vae.encode(part.to(self.device, self.dtype)).latent_dist
+                dist = self.vae.encode(part.to(self.device, self.vae_dtype)).latent_dist
                 means.append(dist.mean.float())
                 stds.append(dist.std.float())
         mean, std = torch.cat(means), torch.cat(stds)
@@ -139,7 +174,7 @@ class SDPipeline:
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` (float32, not clamped, nominally [-1, 1]) from scaled latents,
         :attr:`vae_chunk` at a time."""
-        return torch.cat([self.vae.decode((part / self.scaling_factor).to(self.device, self.dtype)).sample.float()
+        return torch.cat([self.vae.decode((part / self.scaling_factor).to(self.device, self.vae_dtype)).sample.float()
                           for part in self._vae_chunks(z)])
 
     def _vae_chunks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -150,7 +185,36 @@ class SDPipeline:
 
     # ------------------------------------------------------------------ UNet
     def eps(self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Noise prediction ``[B, C, h, w]`` (:attr:`work_dtype`: float32, float64 for a float64 model)
-        at timestep ``t`` for latents ``z`` and text embeddings ``emb [B, L, D]``."""
-        out = self.unet(z.to(self.device, self.dtype), t, encoder_hidden_states=emb.to(self.device, self.dtype)).sample
-        return out.to(self.work_dtype)
+        """Noise prediction ε ``[B, C, h, w]`` (:attr:`work_dtype`: float32, float64 for a float64 model)
+        at timestep ``t`` (a number, or one per row ``[B]``) for latents ``z`` and conditioning
+        ``emb [B, L, D]``. A v-prediction network's output ``v = √ᾱ·ε − √(1−ᾱ)·x₀`` is converted:
+        ``ε = √ᾱ_t·v + √(1−ᾱ_t)·z`` (ᾱ interpolated for the fractional timesteps of sigma samplers)."""
+        out = self.unet(z.to(self.device, self.dtype), t, encoder_hidden_states=self.hidden_states(emb),
+                        **self.added_conditioning(z, emb)).sample.to(self.work_dtype)
+        if self.prediction_type == "v_prediction":
+            a = self.alpha_at(t, out.shape[0]).to(out.device, out.dtype)
+            out = a.sqrt() * out + (1 - a).sqrt() * z.to(out.device, out.dtype)
+        elif self.prediction_type != "epsilon":
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not supported (epsilon, v_prediction)")
+        return out
+
+    def hidden_states(self, emb: torch.Tensor) -> torch.Tensor:
+        """The UNet's ``encoder_hidden_states`` from the conditioning ``emb [B, L, D]``."""
+        return emb.to(self.device, self.dtype)
+
+    def added_conditioning(self, z: torch.Tensor, emb: torch.Tensor) -> dict[str, object]:
+        """Extra UNet keyword arguments for latents ``z`` and conditioning ``emb`` (none for SD 1.x/2.x)."""
+        return {}
+
+    def alpha_at(self, t: int | float | torch.Tensor, batch: int) -> torch.Tensor:
+        """``alphas_cumprod`` at timestep(s) ``t`` as ``[B, 1, 1, 1]`` float64, linearly interpolated
+        between integer timesteps."""
+        if self._alphas is None:
+            self._alphas = make_ddim(self.scheduler_config).alphas_cumprod.double()
+        ac = self._alphas
+        tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu().clamp(0, len(ac) - 1)
+        lo = tt.floor().long()
+        hi = (lo + 1).clamp(max=len(ac) - 1)
+        w = tt - lo.double()
+        a = ac[lo] * (1 - w) + ac[hi] * w
+        return a.expand(batch).reshape(batch, 1, 1, 1) if a.numel() == 1 else a.reshape(batch, 1, 1, 1)

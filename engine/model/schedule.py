@@ -27,8 +27,9 @@ SD14_DDIM_CONFIG: dict[str, Any] = {
 
 # The keys of a pipeline's scheduler config that define its noise schedule (the one list). Everything
 # else (class name, PNDM-only options, timestep spacing) belongs to a sampler, not to the model.
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                 "prediction_type")
+# ``prediction_type`` is the model's, not the schedule's: ``SDPipeline.eps`` converts a v-prediction
+# to ε, so every scheduler memtui builds is given ε ("epsilon", the default of SD14_DDIM_CONFIG).
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
 
 
 def noise_schedule(config: dict[str, Any] | None) -> dict[str, Any]:

@@ -38,7 +38,8 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
         raise SpecError(f"image_size {size} is not a multiple of the VAE's {pipe.vae_scale}")
     config = inversion_config(spec)
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
-             precision=spec.precision, image_size=size, load_report=report, inversion=config.to_dict(),
+             precision=spec.precision, family=pipe.family, image_size=size, load_report=report,
+             inversion=config.to_dict(),
              speed={**speed, "vae_chunk": pipe.vae_chunk})
     return pipe, config, size
 

@@ -42,7 +42,7 @@ def _collect(p: Probe, pipe: SDPipeline, warnings: list[str]) -> dict[str, dict[
     read = BY_NAME[p.kind.value].read
     assert read is not None, "load_ablated refuses unloadable kinds first"
     parts = read(p, pipe, warnings)
-    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
+    modules = pipe.component_modules()
     for comp in list(parts):
         mkeys = set(modules[comp].state_dict())
         if comp == "text_encoder":
@@ -109,6 +109,28 @@ def _apply(plan: _Plan) -> list[str]:
     return changed
 
 
+def _refuse_other_family(parts: dict[str, dict[str, torch.Tensor]], pipe: SDPipeline, where: str) -> None:
+    """:class:`CheckpointMismatchError` naming both families when the checkpoint's UNet keys say
+    it belongs to a family other than the base's (nothing has been written yet)."""
+    from memtui.engine.model.families import checkpoint_families, get_family
+    from memtui.engine.model.families.registry import UNSUPPORTED
+
+    if "unet" not in parts:
+        return
+    fams = checkpoint_families({k: tuple(v.shape) for k, v in parts["unet"].items()})
+    if not fams or pipe.family in fams:
+        return
+    titles = {"flux": UNSUPPORTED["FluxPipeline"]}
+
+    def title(name: str) -> str:
+        return titles.get(name) or get_family(name).title
+
+    what = " or ".join(f"{title(n)} ({n})" for n in sorted(fams))
+    raise CheckpointMismatchError(
+        f"{where}: this is a checkpoint of {what}, but the base is {title(pipe.family)} ({pipe.family}); "
+        "give the base model the checkpoint was fine-tuned from. Nothing was changed.")
+
+
 def _refuse_non_finite(plans: list[_Plan], where: str) -> None:
     """:class:`CorruptCheckpointError` when a floating-point tensor to be written holds NaN or Inf."""
     bad = [f"{p.component}.{k}" for p in plans for k, v in p.values.items()
@@ -147,7 +169,8 @@ def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
                                          f"{p.path}: {kind.summary} cannot be loaded yet")
     warnings: list[str] = []
     parts = _collect(p, pipe, warnings)
-    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "vae": pipe.vae}
+    _refuse_other_family(parts, pipe, str(path))
+    modules = pipe.component_modules()
     plans = [_plan(c, modules[c], sd, str(path)) for c, sd in parts.items()]
     _refuse_non_finite(plans, str(path))
     dtypes: dict[str, int] = {}

@@ -4,19 +4,13 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
 
-import torch
-
+from memtui.engine.model.loading.components import component_problems
+from memtui.engine.model.loading.errors import LoadingError, ModelNotFoundError
 from memtui.engine.model.pipeline import SDPipeline, parse_dtype
-from memtui.engine.model.loading.errors import CorruptCheckpointError, LoadingError, ModelNotFoundError
-from memtui.engine.model.loading.safeload import DIFFUSERS_WEIGHTS, folder_weight_files, is_weight_file, weight_file_problem
-
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PLACE_HINT = ("memtui never downloads. On a machine with network run `hf download {repo}` (or "
@@ -110,67 +104,25 @@ def resolve_checkpoint_path(source: str | Path) -> Path:
         + PLACE_HINT.format(repo=repo, folder="models--" + repo.replace("/", "--"), cache=cache))
 
 
-def _variant(folder: Path) -> str | None:
-    files = folder_weight_files(folder, DIFFUSERS_WEIGHTS)
-    return "fp16" if files and ".fp16." in files[0].name else None
-
-
 def load_base(source: str | Path, device: str = "cpu", precision: str = "fp32") -> SDPipeline:
     """The base pipeline at ``source`` (pipeline folder or cached repo id such as
     ``CompVis/stable-diffusion-v1-4``) on ``device`` in ``precision`` ('fp32' | 'fp16' | 'bf16'),
-    eval mode, gradients off. Scheduler settings come from ``scheduler/scheduler_config.json``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    eval mode, gradients off, loaded by its family (:func:`memtui.engine.model.families.detect_family`:
+    SD 1.x, SD 2.x, SDXL). Scheduler settings come from ``scheduler/scheduler_config.json``."""
+    from memtui.engine.model.families import detect_family
 
     dtype = parse_dtype(precision)
     root = resolve_pipeline_dir(source)
-    missing = [c for c in COMPONENTS if not (root / c).is_dir()]
-    if missing:
-        raise ModelNotFoundError(f"{root}: the pipeline folder lacks {', '.join(missing)}/")
-    problems = pipeline_problems(root)
-    if problems:
-        raise CorruptCheckpointError("; ".join(problems))
-    kw = {"local_files_only": True, "torch_dtype": dtype, "low_cpu_mem_usage": False}
-    unet = _component(root / "unet", lambda f: UNet2DConditionModel.from_pretrained(f, variant=_variant(f), **kw))
-    vae = _component(root / "vae", lambda f: AutoencoderKL.from_pretrained(f, variant=_variant(f), **kw))
-    text_encoder = _component(root / "text_encoder",
-                              lambda f: CLIPTextModel.from_pretrained(f, local_files_only=True, dtype=dtype))
-    tokenizer = _component(root / "tokenizer", lambda f: CLIPTokenizer.from_pretrained(f, local_files_only=True))
-    sched_file = root / "scheduler" / "scheduler_config.json"
-    sched = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
-    sched = {k: v for k, v in sched.items() if not k.startswith("_")}
-    pipe = SDPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                      scheduler_config=sched, source=str(source))
-    for module in (unet, vae, text_encoder):  # already in dtype (from_pretrained): move only
-        module.to(torch.device(device))
-    return pipe.eval()
-
-
-def _component(folder: Path, load: Callable[[Path], Any]) -> Any:
-    """``load(folder)``, any failure but a LoadingError raised as :class:`CorruptCheckpointError`
-    naming the folder (a damaged config, weight or tokenizer file)."""
-    try:
-        return load(folder)
-    except LoadingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - libraries raise OSError, ValueError, JSON and Rust errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CorruptCheckpointError(f"{folder}: cannot load this component ({type(exc).__name__}: {first})") from None
+    return detect_family(root).load(root, dtype, device, str(source))
 
 
 def pipeline_problems(root: str | Path) -> list[str]:
     """Cheap checks of a pipeline folder's component files (no weights are read): empty files and
     unreadable or truncated weight files, one line each; [] when none is found."""
-    out: list[str] = []
-    for comp in COMPONENTS:
-        folder = Path(root) / comp
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            if not f.is_file():
-                continue
-            problem = weight_file_problem(f) if is_weight_file(f) else (
-                f"{f}: the file is empty" if f.stat().st_size == 0 else None)
-            if problem:
-                out.append(problem)
-    return out
+    from memtui.engine.model.families import detect_family
+
+    try:
+        components = detect_family(root).components
+    except (LoadingError, OSError, ValueError) as e:
+        return [str(e)]
+    return component_problems(root, components)

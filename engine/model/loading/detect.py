@@ -100,4 +100,19 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         dtypes[dt] = dtypes.get(dt, 0) + 1
     return {"kind": p.kind.value, "path": str(p.path), "size_bytes": file_size(p.path),
             "n_tensors": len(index), "components": BY_NAME[p.kind.value].components(p), "dtypes": dtypes,
-            "metadata": dict(p.metadata)}
+            "metadata": dict(p.metadata), "family": _family(p.path, p.kind.value, index)}
+
+
+def _family(path: Path, kind: str, index: dict[str, Any]) -> str:
+    """The model family of a pipeline folder (from model_index.json), or the families a checkpoint's
+    UNet keys fit, joined by "|" ("sd2|sdxl"); "?" when they cannot tell."""
+    from memtui.engine.model.families import checkpoint_families, detect_family
+
+    if kind == "pipeline":
+        try:
+            return detect_family(path).name
+        except Exception:  # noqa: BLE001 - an unsupported or damaged pipeline: the kind says enough
+            return "?"
+    shapes = {k.split("/", 1)[-1]: tuple(v[0]) for k, v in index.items() if not k.startswith(("text_encoder/", "vae/"))}
+    fams = checkpoint_families(shapes)
+    return "|".join(sorted(fams)) if fams else "?"
