@@ -23,6 +23,12 @@ class Entry:
     detail: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    family: str = "?"
+
+    @property
+    def kind_label(self) -> str:
+        """The kind with the model family when known: "pipeline · sdxl", "unet_partial · sd1"."""
+        return self.kind if self.family == "?" else f"{self.kind} · {self.family}"
 
 
 def human_size(n: int | float | None) -> str:
@@ -62,15 +68,27 @@ def _inspect_fn():
     return inspect_checkpoint
 
 
-def checkpoint_kind(path: Path) -> str:
-    """The loading engine's detected kind of ``path``, or "?" when it can't tell (or isn't there)."""
+def checkpoint_identity(path: Path) -> tuple[str, str]:
+    """The loading engine's detected (kind, model family) of ``path``; "?" for what it can't tell
+    (or when ``path`` isn't there)."""
     fn = _inspect_fn()
     if fn is None:
-        return "?"
+        return "?", "?"
     try:
-        return str(fn(path).get("kind", "?"))
+        info = fn(path)
     except Exception:
-        return "?"
+        return "?", "?"
+    return str(info.get("kind", "?")), str(info.get("family") or "?")
+
+
+def checkpoint_kind(path: Path) -> str:
+    """The loading engine's detected kind of ``path``, or "?" when it can't tell (or isn't there)."""
+    return checkpoint_identity(path)[0]
+
+
+def _checkpoint_entry(name: str, path: Path, detect: bool, size: str, detail: str, source: str) -> Entry:
+    kind, family = checkpoint_identity(path) if detect else ("?", "?")
+    return Entry(name, path, kind, size, detail, source, family=family)
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -96,6 +114,7 @@ def checkpoint_report(path: Path) -> str:
     except Exception as exc:
         return f"{path}\n\nnot a checkpoint memtui can load: {exc}"
     lines = [f"path: {info.get('path', path)}", f"kind: {info.get('kind', '?')}",
+             f"family: {info.get('family') or '?'}",
              f"size: {human_size(info.get('size_bytes'))}", f"tensors: {info.get('n_tensors', '?')}",
              f"components: {', '.join(info.get('components', [])) or '-'}"]
     dtypes = info.get("dtypes") or {}
@@ -128,8 +147,7 @@ def scan_checkpoints(roots: list[str], hf_cache: bool = True, detect: bool = Tru
             out.append(Entry(root.name, root, "missing", "", "folder not found", "config"))
             continue
         for p in _candidates(root) if root.is_dir() else [root]:
-            out.append(Entry(p.name, p, checkpoint_kind(p) if detect else "?",
-                             human_size(tree_size(p)), str(p.parent), "folder"))
+            out.append(_checkpoint_entry(p.name, p, detect, human_size(tree_size(p)), str(p.parent), "folder"))
     if hf_cache:
         try:
             from huggingface_hub import scan_cache_dir
@@ -141,9 +159,8 @@ def scan_checkpoints(roots: list[str], hf_cache: bool = True, detect: bool = Tru
             if repo.repo_type != "model" or not repo.revisions:
                 continue
             rev = max(repo.revisions, key=lambda r: r.last_modified)
-            out.append(Entry(repo.repo_id, Path(rev.snapshot_path),
-                             checkpoint_kind(Path(rev.snapshot_path)) if detect else "?",
-                             human_size(repo.size_on_disk), rev.commit_hash[:8], "hf-cache"))
+            out.append(_checkpoint_entry(repo.repo_id, Path(rev.snapshot_path), detect,
+                                         human_size(repo.size_on_disk), rev.commit_hash[:8], "hf-cache"))
     return out
 
 
@@ -156,8 +173,7 @@ def builtin_checkpoints(detect: bool = True) -> list[Entry]:
         return []
     from memtui.engine.demo import DEMO_CONCEPT, base_dir, erased_path
 
-    return [Entry(name, p, checkpoint_kind(p) if detect else "?", human_size(tree_size(p)), str(p.parent),
-                  "built-in")
+    return [_checkpoint_entry(name, p, detect, human_size(tree_size(p)), str(p.parent), "built-in")
             for name, p in (("demo base", base_dir()), (f"demo erased {DEMO_CONCEPT}", erased_path()))]
 
 

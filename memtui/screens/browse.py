@@ -150,7 +150,7 @@ class BrowseScreen(run_actions.RunActions, Screen):
                 if self.run_filter and not words_match(cells, self.run_filter):
                     continue
             elif table_name == "checkpoints":
-                cells = (e.name, e.kind, e.size, e.source, e.detail)
+                cells = (e.name, e.kind_label, e.size, e.source, e.detail)
             else:
                 cells = (e.name, e.kind, e.size, e.detail)
             shown.append((e, cells))

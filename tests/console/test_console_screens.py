@@ -72,7 +72,7 @@ async def test_browse_checkpoints_show_detected_kind(tmp_path, config, tiny_pipe
         assert await wait_until(pilot, lambda: table.row_count == 1 and table.get_row_at(0)[1] != "?",
                                 limit=200)
         name, kind, size = table.get_row_at(0)[:3]
-        assert name == tiny_pipe_dir.name and kind == "pipeline" and size.endswith("iB")
+        assert name == tiny_pipe_dir.name and kind == "pipeline · sd1" and size.endswith("iB")
 
 
 async def test_new_run_validation_says_what_is_wrong(tmp_path, config, runs_dir):
