@@ -108,7 +108,13 @@ def run_shards(rd: RunDir, k: int, ids: Sequence[str], cancelled: Callable[[], b
         for p in procs.values():
             p.wait()
         raise
-    failed = [(i, p.returncode) for i, p in procs.items() if p.returncode not in (0, EXIT_CANCELLED)]
+    # A shard stopped by our SIGTERM before it set its handler (still importing) dies of the signal:
+    # that is the cancellation asked for, not a failure (its records so far are on disk).
+    stopped = (0, EXIT_CANCELLED, -signal.SIGTERM) if stopping else (0, EXIT_CANCELLED)
+    failed = [(i, p.returncode) for i, p in procs.items() if p.returncode not in stopped]
+    for i, p in procs.items():
+        if stopping and p.returncode == -signal.SIGTERM:  # it could not say so itself
+            RunDir(rd.path, shard=(i, k)).event("cancelled", reason="stopped before its handler was set")
     rd.fold_shards()
     if failed:
         raise ShardsFailedError("; ".join(
