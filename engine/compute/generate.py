@@ -325,10 +325,11 @@ class _GenerateRun(ItemLoop):
         if family is not None:
             self.settings["sampler"] = get_family(family).default_sampler
             return
-        base = self._base()
+        from memtui.engine.model.loading.base import resolve_pipeline_dir
+
         try:
-            self.settings["sampler"] = detect_family(os.path.expanduser(str(base))).default_sampler
-        except (OSError, ValueError, TypeError):  # a single-file base, or none: the load says
+            self.settings["sampler"] = detect_family(resolve_pipeline_dir(str(self._base()))).default_sampler
+        except (OSError, ValueError):  # no usable base folder: the load says why, and resolves it then
             pass
 
     def plan(self) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -17,6 +17,8 @@ from memtui.engine.model.loading.components import load_component, require_compo
 from memtui.engine.model.pipeline import SDPipeline
 
 __all__ = ["SD1", "SD2", "is_sd2_unet", "load_sd_components", "write_sd_folder"]
+
+RELEASED_TEXT_WIDTHS = frozenset({768, 1024, 2048})  # SD 1.x, SD 2.x, SDXL cross-attention text widths
 
 
 def _unet_config(root: Path) -> dict[str, Any]:
@@ -68,6 +70,22 @@ def write_sd_folder(pipe: SDPipeline, path: Path, class_name: str, extra: Mappin
 class _SD(Family):
     pipeline_classes = ("StableDiffusionPipeline",)
     components = ("unet", "vae", "text_encoder", "tokenizer")
+    text_width: ClassVar[int]       # the cross-attention keys' text width
+    projection_rank: ClassVar[int]  # rank of the transformer blocks' proj_in weights (4: 1x1 conv, 2: linear)
+
+    @classmethod
+    def claims_unet(cls, shapes: Shapes) -> bool | None:
+        """No for SDXL's added embedding, another released family's text width or the other
+        projection rank; yes for this family's width, or for a 1x1-conv projection (SD 1.x's alone:
+        a linear one is SD 2.x's and SDXL's)."""
+        if has_added_embedding(shapes):
+            return False
+        width, ndim = cross_attention_width(shapes), projection_ndim(shapes)
+        if width in RELEASED_TEXT_WIDTHS - {cls.text_width} or ndim not in (None, cls.projection_rank):
+            return False
+        if width == cls.text_width or ndim == cls.projection_rank == 4:
+            return True
+        return None
 
     @classmethod
     def load(cls, root: Path, dtype: torch.dtype, device: str, source: str) -> SDPipeline:
@@ -90,22 +108,13 @@ class SD1(_SD):
     title = "Stable Diffusion 1.x"
     default_sampler = "lms"  # the official dataset generation's
     native_size = 512
+    text_width, projection_rank = 768, 4
     notes = "ε-prediction; CLIP ViT-L text (width 768); the paper's models (SD 1.4)."
 
     @classmethod
     def matches(cls, index: Mapping[str, Any], root: Path) -> bool:
         return super().matches(index, root) and not is_sd2_unet(_unet_config(root))
 
-    @classmethod
-    def claims_unet(cls, shapes: Shapes) -> bool | None:
-        if has_added_embedding(shapes):
-            return False
-        width, ndim = cross_attention_width(shapes), projection_ndim(shapes)
-        if width in (1024, 2048) or ndim == 2:
-            return False
-        if width == 768 or ndim == 4:
-            return True
-        return None
 
 
 @register
@@ -114,6 +123,7 @@ class SD2(_SD):
     title = "Stable Diffusion 2.x"
     default_sampler = "ddim"
     native_size = 768
+    text_width, projection_rank = 1024, 2
     notes = ("OpenCLIP-H text (width 1024), linear projections; 2.x-base is ε-prediction at 512 px, "
              "2.0/2.1 are v-prediction at 768 px (converted to ε for every method).")
 
@@ -121,13 +131,3 @@ class SD2(_SD):
     def matches(cls, index: Mapping[str, Any], root: Path) -> bool:
         return super().matches(index, root) and is_sd2_unet(_unet_config(root))
 
-    @classmethod
-    def claims_unet(cls, shapes: Shapes) -> bool | None:
-        if has_added_embedding(shapes):
-            return False
-        width, ndim = cross_attention_width(shapes), projection_ndim(shapes)
-        if width in (768, 2048) or ndim == 4:
-            return False
-        if width == 1024:
-            return True
-        return None
