@@ -19,7 +19,7 @@ from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import SD14_DDIM_CONFIG
 from memtui.engine.model.tokenizer import build_word_tokenizer
 
-__all__ = ["TINY_WORDS", "tiny_pipeline", "tiny_sdxl_pipeline", "save_pipeline", "perturbed", "save_state_dict",
+__all__ = ["TINY_WORDS", "tiny_pipeline", "tiny_sdxl_pipeline", "tiny_flux_pipeline", "save_lora", "save_pipeline", "perturbed", "save_state_dict",
            "save_unet_state_dict", "save_unet_folder", "save_text_encoder", "save_delta", "diffusers_unet_to_ldm",
            "save_compvis_checkpoint", "save_spm_adapter", "save_receler_eraser"]
 
@@ -35,6 +35,8 @@ def tiny_pipeline(seed: int = 0, image_size: int = 32, cross_dim: int = 32, fami
     text_time added conditioning; ε)."""
     if family == "sdxl":
         return tiny_sdxl_pipeline(seed, image_size, cross_dim, prediction_type or "epsilon")
+    if family == "flux":
+        return tiny_flux_pipeline(seed, image_size, cross_dim)
     if family not in ("sd1", "sd2"):
         raise ValueError(f"no tiny pipeline for family {family!r}")
     sd2 = family == "sd2"
@@ -81,12 +83,42 @@ def tiny_sdxl_pipeline(seed: int = 0, image_size: int = 32, width: int = 32,
                         vae_upcast=True).eval()
 
 
-def _tiny_vae(image_size: int) -> AutoencoderKL:
+def tiny_flux_pipeline(seed: int = 0, image_size: int = 32, width: int = 32, guidance_embeds: bool = True,
+                       shift: dict[str, Any] | None = None) -> SDPipeline:
+    """A random-weight Flux.1-layout pipeline: ``FluxTransformer2DModel`` (1 double + 1 single
+    block, 2 heads of 16, guidance embedding as FLUX.1-dev unless ``guidance_embeds=False``),
+    CLIPTextModel (pooled width ``width``) + T5EncoderModel (width ``width``, 16 tokens), a
+    16-channel VAE with Flux's scaling and shift factors (4x downsampling: seeds 16x8x8 at 32 px).
+    ``shift``: the scheduler config (FLUX.1-dev's dynamic shifting by default)."""
+    from diffusers import FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from memtui.engine.model.families.flux import FLUX_DEFAULT_SCHEDULER, FluxPipeline
+
+    torch.manual_seed(seed)
+    tok = build_word_tokenizer(TINY_WORDS)
+    vae = _tiny_vae(image_size, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
+                    use_quant_conv=False, use_post_quant_conv=False)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=width,
+                                         pooled_projection_dim=width, guidance_embeds=guidance_embeds,
+                                         axes_dims_rope=(4, 6, 6))
+    te = CLIPTextModel(_tiny_text_config(tok, width, hidden_act="quick_gelu"))
+    vocab = tok.get_vocab()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=width, d_kv=8, d_ff=2 * width, num_layers=2,
+                                 num_heads=4, pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"]))
+    return FluxPipeline(unet=transformer, vae=vae, text_encoder=te, tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok,
+                        scheduler_config=dict(shift if shift is not None else FLUX_DEFAULT_SCHEDULER),
+                        source=f"testkit:tiny-flux(seed={seed})", family="flux", max_sequence_length=16,
+                        native_size=image_size).eval()
+
+
+def _tiny_vae(image_size: int, latent_channels: int = 4, scaling_factor: float = 0.18215, **config: Any) -> AutoencoderKL:
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4,
+        in_channels=3, out_channels=3, latent_channels=latent_channels,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
-        sample_size=image_size, scaling_factor=0.18215,
+        sample_size=image_size, scaling_factor=scaling_factor, **config,
     )
 
 
@@ -247,6 +279,33 @@ def save_spm_adapter(unet: torch.nn.Module, path: str | Path, rank: int = 2, alp
             sd[f"{base}.lora_down.weight"] = torch.randn(rank, t.shape[1], generator=gen)
             sd[f"{base}.lora_up.weight"] = torch.zeros(t.shape[0], rank)
     save_file(sd, str(path), metadata={"rank": str(rank), "alpha": str(alpha), "prompts": "van gogh"})
+    return Path(path)
+
+
+def save_lora(pipe: SDPipeline, path: str | Path, rank: int = 2, seed: int = 0,
+              pattern: str = r"attn\d?\.to_[qkv]$", text_encoder: bool = False) -> Path:
+    """A diffusers-format LoRA (``lora_A``/``lora_B`` under ``unet.`` or ``transformer.``, as
+    ``save_lora_weights`` writes) with random non-zero factors on the denoiser's linear layers whose
+    names match the regex ``pattern`` (attention q/k/v by default), plus the text encoder's q/k/v
+    projections when ``text_encoder``; safetensors."""
+    import re
+
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    comps = pipe.component_modules()
+    denoiser = "transformer" if "transformer" in comps else "unet"
+    wanted = [(denoiser, pattern)] + ([("text_encoder", r"self_attn\.[qkv]_proj$")] if text_encoder else [])
+    out: dict[str, torch.Tensor] = {}
+    for prefix, pat in wanted:
+        for name, sub in comps[prefix].named_modules():
+            if isinstance(sub, torch.nn.Linear) and re.search(pat, name):
+                out[f"{prefix}.{name}.lora_A.weight"] = 0.3 * torch.randn(rank, sub.in_features, generator=gen)
+                out[f"{prefix}.{name}.lora_B.weight"] = 0.3 * torch.randn(sub.out_features, rank, generator=gen)
+    if not out:
+        raise ValueError(f"no linear layer of the {denoiser} matches {pattern!r}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
     return Path(path)
 
 

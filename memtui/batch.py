@@ -18,7 +18,7 @@ from typing import Any
 from .signals import StopOnSignals
 from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 
-SPEC_FLAGS = ("analysis", "base", "ablated", "erased", "reference", "method", "steps", "batch_size", "shards",
+SPEC_FLAGS = ("analysis", "base", "ablated", "lora_scale", "lora_fuse", "erased", "reference", "method", "steps", "batch_size", "shards",
               "compile", "precision", "device", "seed", "max_items", "num_reference", "image_size", "normal")
 
 

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--base", metavar="PATH_OR_CACHED_ID",
                       help="base model: a diffusers folder or a model id in the local HF cache")
     spec.add_argument("--ablated", metavar="PATH", help="ablated (concept-erased) checkpoint")
+    spec.add_argument("--lora-scale", dest="lora_scale", type=float, metavar="S",
+                      help="weight of a LoRA --ablated adapter (default 1: as trained; 0 leaves the base)")
+    spec.add_argument("--lora-fuse", dest="lora_fuse", action=argparse.BooleanOptionalAction, default=None,
+                      help="fuse a LoRA --ablated adapter into the weights (default) or keep it as PEFT "
+                           "layers (--no-lora-fuse; slower, the base weights untouched)")
     spec.add_argument("--erased", metavar="DIR", help="erased-concept dataset folder")
     spec.add_argument("--reference", metavar="DIR", help="reference dataset folder (e.g. COCO 2017)")
     spec.add_argument("--method", choices=method_names(), help="inversion method (default renoise)")

@@ -39,7 +39,7 @@ class GenerateOptions(CommonOptions):
                                  "[,sd_image_height,sd_image_width] (required)", metavar="FILE.csv")
     sampler: str = option(AUTO_SAMPLER, choices=(AUTO_SAMPLER, *SAMPLERS),
                           help=f"generation sampler; {AUTO_SAMPLER}: the base's family default ({DEFAULT_SAMPLER} for "
-                          "SD 1.x, as the official code; ddim for SD 2.x; euler for SDXL)")
+                          "SD 1.x, as the official code; ddim for SD 2.x; euler for SDXL; flow_euler for Flux)")
     steps: int = option(DEFAULT_STEPS, help="sampler steps (the --steps flag sets it for generate runs)", minimum=1,
                         flag=None)
     guidance: float = option(DEFAULT_GUIDANCE, help="the default guidance: of rows without one (guidance_source row); "

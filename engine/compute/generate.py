@@ -243,17 +243,16 @@ def _sample_rows(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Se
 
     import torch
 
-    from memtui.engine.diffusion.samplers import make_sampler, sample
+    from memtui.engine.diffusion.samplers import prepare_sampler, sample
 
     kk = int(images_per_prompt)
     height, width = int(height or pipe.image_size), int(width or pipe.image_size)
-    f = pipe.vae_scale
-    if height % f or width % f:
-        raise ValueError(f"image size {width}x{height} must be a multiple of {f}")
+    m, f = pipe.size_multiple, pipe.vae_scale
+    if height % m or width % m:
+        raise ValueError(f"image size {width}x{height} must be a multiple of {m}")
     shape = (pipe.latent_channels, height // f, width // f)
-    scheduler = make_sampler(sampler, pipe.scheduler_config)
-    scheduler.set_timesteps(steps)
-    ancestral = "generator" in inspect.signature(scheduler.step).parameters
+    scheduler = prepare_sampler(pipe, sampler, steps, height, width)
+    ancestral = "generator" in inspect.signature(scheduler.step).parameters and not getattr(pipe, "is_flow", False)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     noise, gens = [], []
     for seed, k in zip(seeds, ks):
@@ -396,7 +395,7 @@ class _GenerateRun(ItemLoop):
         if not todo:
             return
         self._load()
-        native, f = self.pipe.image_size, self.pipe.vae_scale
+        native, f = self.pipe.image_size, self.pipe.size_multiple
         for j in todo:
             j.height, j.width = j.height or native, j.width or native
         for j in [j for j in todo if j.height % f or j.width % f]:

@@ -62,7 +62,7 @@ def add_prompt_test(spec: Any, run_dir: Any, n: int = PROMPT_N, steps: int | Non
     base = load_base(spec.base, device=device, precision=spec.precision)
     erased = load_base(spec.base, device=device, precision=spec.precision)
     if spec.ablated:
-        load_ablated(erased, spec.ablated)
+        load_ablated(erased, spec.ablated, lora_scale=float(spec.lora_scale), lora_fuse=bool(spec.lora_fuse))
     with torch.no_grad(), load_detector(demo_dir()) as det:
         pt = prompt_test(base, erased, det.concepts, det, n=n, steps=steps, guidance=GUIDANCE, seed=spec.seed,
                          out_dir=rd.path / "prompt_test", erased_concept=DEMO_CONCEPT,

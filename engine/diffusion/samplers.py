@@ -35,7 +35,9 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "heun": ("HeunDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),  # flow-matching models (Flux): FluxPipeline's sampler
 }
+FLOW_SAMPLERS = frozenset({"flow_euler"})  # step a velocity, not an ε-prediction
 DEFAULT_SAMPLER = "lms"   # SD 1.x's (the official generation); each model family declares its own
 AUTO_SAMPLER = "auto"     # the option value meaning "the base's family default"
 DEFAULT_STEPS = 25
@@ -49,14 +51,43 @@ def make_sampler(name: str, scheduler_config: dict[str, Any] | None = None) -> A
 
     from memtui.engine.model.schedule import noise_schedule
 
-    key = name.lower().replace("-", "_")
-    if key not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    key = sampler_key(name)
     cls_name, extra = SAMPLERS[key]
+    if key in FLOW_SAMPLERS:  # the flow schedule's own keys (shift, dynamic shifting)
+        from memtui.engine.model.families.flux import FLOW_SCHEDULER_KEYS
+
+        flow = {k: v for k, v in (scheduler_config or {}).items() if k in FLOW_SCHEDULER_KEYS}
+        return getattr(diffusers, cls_name)(**flow, **extra)
     cfg: dict[str, Any] = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                            "beta_schedule": "scaled_linear"}
     cfg.update(noise_schedule(scheduler_config))  # the noise schedule only: steps_offset etc. stay the sampler's
     return getattr(diffusers, cls_name)(**cfg, **extra)
+
+
+def sampler_key(name: str) -> str:
+    """The :data:`SAMPLERS` key of ``name`` (case and ``-``/``_`` free); ValueError for unknown names."""
+    key = name.lower().replace("-", "_")
+    if key not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    return key
+
+
+def prepare_sampler(pipe: "SDPipeline", name: str, steps: int, height: int, width: int) -> Any:
+    """A scheduler for sampler ``name`` with its timesteps set for ``steps`` steps at ``height × width``
+    pixels. A flow-matching model (``pipe.is_flow``) takes a flow sampler and the others an ε one
+    (ValueError naming the ones that fit); a flow sampler's timesteps are the model's own
+    (``pipe.timestep_kwargs``: Flux's σ from 1 and its resolution-dependent shift)."""
+    flow_model, key = bool(getattr(pipe, "is_flow", False)), sampler_key(name)
+    if (key in FLOW_SAMPLERS) != flow_model:
+        fit = sorted(FLOW_SAMPLERS) if flow_model else [k for k in SAMPLERS if k not in FLOW_SAMPLERS]
+        what = "a flow-matching model (it predicts a velocity)" if flow_model else "a noise-prediction model"
+        raise ValueError(f"sampler {name!r} does not fit {what} of family {pipe.family}; use {', '.join(fit)}")
+    scheduler = make_sampler(key, pipe.scheduler_config)
+    if flow_model:
+        scheduler.set_timesteps(**pipe.timestep_kwargs(steps, height, width))
+    else:
+        scheduler.set_timesteps(steps)
+    return scheduler
 
 
 def sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int],
@@ -103,11 +134,11 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
         raise ValueError(f"steps must be >= 1, got {steps}")
     height = int(height or pipe.image_size)
     width = int(width or pipe.image_size)
-    f = pipe.vae_scale
-    if height % f or width % f:
-        raise ValueError(f"image size {width}x{height} must be a multiple of {f}")
-    scheduler = make_sampler(sampler, pipe.scheduler_config)
-    scheduler.set_timesteps(steps)
+    m, f = pipe.size_multiple, pipe.vae_scale
+    if height % m or width % m:
+        raise ValueError(f"image size {width}x{height} must be a multiple of {m}")
+    scheduler = prepare_sampler(pipe, sampler, steps, height, width)
+    flow = bool(getattr(pipe, "is_flow", False))
     shape = (pipe.latent_channels, height // f, width // f)
     if noise is None:
         gens = item_generators(seeds)  # one per row: the initial noise, then the ancestral samplers' draws
@@ -117,20 +148,23 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
             raise ValueError(f"noise must be {[n, *shape]}, got {list(noise.shape)}")
         gens = list(generators) if generators is not None else item_generators(seeds)
         latents = noise.float()
-    latents = latents.to(pipe.device) * scheduler.init_noise_sigma
-    ancestral = "generator" in inspect.signature(scheduler.step).parameters
+    latents = latents.to(pipe.device) * getattr(scheduler, "init_noise_sigma", 1.0)
+    ancestral = "generator" in inspect.signature(scheduler.step).parameters and not flow
 
     uncond, cond = pipe.encode_prompts([negative_prompt] * n + list(prompts)).split(n)
     gscale = torch.tensor(g, dtype=torch.float32, device=pipe.device).view(n, 1, 1, 1)
     for t in scheduler.timesteps:
-        zin = scheduler.scale_model_input(latents, t)  # elementwise: the same on the doubled batch
-        eps = guided_eps(pipe, zin, t, cond, gscale, uncond)
+        if flow:  # Flux: the guidance is the distilled guidance embedding, one pass (FluxPipeline's)
+            out = pipe.velocity(latents, t / 1000, cond, guidance=gscale.flatten())
+        else:
+            zin = scheduler.scale_model_input(latents, t)  # elementwise: the same on the doubled batch
+            out = guided_eps(pipe, zin, t, cond, gscale, uncond)
         kw: dict[str, Any] = {"generator": gens} if ancestral else {}
-        latents = scheduler.step(eps, t, latents, **kw).prev_sample.float()
+        latents = scheduler.step(out, t, latents, **kw).prev_sample.float()
     from memtui.engine.core.tensors import to_uint8
 
     return to_uint8(pipe.decode_latents(latents))
 
 
-__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "AUTO_SAMPLER", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
+__all__ = ["SAMPLERS", "FLOW_SAMPLERS", "DEFAULT_SAMPLER", "sampler_key", "prepare_sampler", "AUTO_SAMPLER", "DEFAULT_STEPS", "DEFAULT_GUIDANCE",
            "make_sampler", "sample"]

@@ -17,19 +17,25 @@ __all__ = ["ddim_trajectory", "ddim_invert", "ddim_trajectory_t1"]
 
 
 def ddim_trajectory(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int = 50,
-                    progress: Progress | None = None) -> list[torch.Tensor]:
+                    progress: Progress | None = None, eval_at: str = "target") -> list[torch.Tensor]:
     """DDIM inversion keeping every iterate: ``[z0, z_1, z_21, …, z_981]`` (``steps + 1`` tensors
     ``[B, C, h, w]``, float32, on the model's device). For ``t`` ascending, with ``a_prev`` the
     alpha one stride below (``alphas_cumprod[0]`` at the first step):
     ``z_t = sqrt(a_t/a_prev)·z_prev + (sqrt(1−a_t) − sqrt(a_t/a_prev)·sqrt(1−a_prev))·eps(z_prev, t, c)``
-    — the first iterate of ReNoise (spec §0.3), also the original null-text inversion's pivot."""
+    — the first iterate of ReNoise (spec §0.3), also the original null-text inversion's pivot.
+    ``eval_at="current"`` reads ``eps(z_prev, t_prev)`` instead (``t_prev`` the grid's timestep below
+    ``t``, 0 at the first step): the explicit Euler step, for a flow model the plain Euler step of
+    its ODE."""
+    if eval_at not in ("target", "current"):
+        raise ValueError(f"eval_at must be 'target' or 'current', got {eval_at!r}")
     check_latents(z0, emb)
     sched, ts = schedule(pipe, steps)
     z = z0.to(pipe.device, pipe.work_dtype)
     out = [z]
+    asc = list(reversed(ts))
     with torch.no_grad():
-        for k, t in enumerate(reversed(ts)):
-            e = pipe.eps(z, t, emb)
+        for k, t in enumerate(asc):
+            e = pipe.eps(z, t if eval_at == "target" else (asc[k - 1] if k else 0), emb)
             z = ddim_step(z, e, alpha_prev(sched, t, steps), alpha(sched, t))
             out.append(z)
             if progress is not None:
@@ -38,10 +44,10 @@ def ddim_trajectory(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps
 
 
 def ddim_invert(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int = 50,
-                progress: Progress | None = None) -> torch.Tensor:
+                progress: Progress | None = None, eval_at: str = "target") -> torch.Tensor:
     """Seeds ``z_T [B, C, h, w]`` (float32) by plain DDIM inversion of scaled latents ``z0`` with text
     embeddings ``emb [B, L, D]``, conditional only (see :func:`ddim_trajectory`); ``steps`` UNet calls."""
-    return ddim_trajectory(pipe, z0, emb, steps, progress)[-1]
+    return ddim_trajectory(pipe, z0, emb, steps, progress, eval_at)[-1]
 
 
 def ddim_trajectory_t1(pipe: SDPipeline, z0: torch.Tensor, emb: torch.Tensor, steps: int = 50,

@@ -7,8 +7,9 @@ this interface: ``encode_prompts`` gives one conditioning tensor ``[B, L, D]`` p
 ``eps`` always returns an ε-prediction (a v-prediction model's output is converted), so no method
 has per-family code.
 
-Latent convention: the diffusion model sees ``z = s * z_vae`` (``s`` = ``vae.config.scaling_factor``,
-0.18215 for SD 1.4). Images are tensors ``[B, 3, H, W]`` in [-1, 1]. Arithmetic outside the networks
+Latent convention: the diffusion model sees ``z = s * (z_vae - shift)`` (``s`` =
+``vae.config.scaling_factor``, 0.18215 for SD 1.4; ``shift`` = ``vae.config.shift_factor``, 0 for SD).
+The ``unet`` field holds the denoising network: a UNet, or Flux's transformer. Images are tensors ``[B, 3, H, W]`` in [-1, 1]. Arithmetic outside the networks
 is done in float32 whatever the model precision.
 """
 from __future__ import annotations
@@ -67,6 +68,12 @@ class SDPipeline:
         return self.vae.dtype
 
     @property
+    def is_flow(self) -> bool:
+        """Whether the network predicts a flow-matching velocity (Flux) rather than noise; every
+        family still offers :meth:`eps`, and flow samplers use the family's ``velocity``."""
+        return False
+
+    @property
     def prediction_type(self) -> str:
         """What the network predicts: ``epsilon`` or ``v_prediction`` (SD 2.x 768 px models), from
         the scheduler config; :meth:`eps` converts ``v_prediction`` to ε."""
@@ -81,6 +88,18 @@ class SDPipeline:
     @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_shift(self) -> float:
+        """The VAE latents' shift (``vae.config.shift_factor``; 0 for SD, 0.1159 for Flux):
+        ``z = s·(z_vae − shift)``."""
+        return float(self.vae.config.get("shift_factor") or 0.0)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this many pixels (the VAE's downsampling; a family that
+        packs latent patches, as Flux does 2×2, multiplies it)."""
+        return self.vae_scale
 
     @property
     def vae_scale(self) -> int:
@@ -169,12 +188,12 @@ class SDPipeline:
             if tuple(noise.shape) != tuple(mean.shape):
                 raise ValueError(f"noise must have the latents' shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
             mean = mean + std * noise.to(mean.device, torch.float32)
-        return mean * self.scaling_factor
+        return (mean - self.vae_shift) * self.scaling_factor
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` (float32, not clamped, nominally [-1, 1]) from scaled latents,
         :attr:`vae_chunk` at a time."""
-        return torch.cat([self.vae.decode((part / self.scaling_factor).to(self.device, self.vae_dtype)).sample.float()
+        return torch.cat([self.vae.decode((part / self.scaling_factor + self.vae_shift).to(self.device, self.vae_dtype)).sample.float()
                           for part in self._vae_chunks(z)])
 
     def _vae_chunks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -17,7 +17,8 @@ def load_pipeline(spec: RunSpec, device: str, base: str | None = None) -> tuple[
     from memtui.engine.model.loading import load_ablated, load_base
 
     pipe = load_base(base or spec.base, device=device, precision=spec.precision)
-    report = load_ablated(pipe, spec.ablated).to_dict() if spec.ablated else None
+    report = (load_ablated(pipe, spec.ablated, lora_scale=float(spec.lora_scale), lora_fuse=bool(spec.lora_fuse)).to_dict()
+              if spec.ablated else None)
     return pipe, report
 
 
@@ -34,8 +35,8 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
     pipe.vae_chunk = VAE_CHUNK
     speed = apply_speed_settings(pipe)
     size = spec.image_size or pipe.image_size
-    if size % pipe.vae_scale:
-        raise SpecError(f"image_size {size} is not a multiple of the VAE's {pipe.vae_scale}")
+    if size % pipe.size_multiple:
+        raise SpecError(f"image_size {size} is not a multiple of {pipe.size_multiple} (the model's latent grid)")
     config = inversion_config(spec)
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
              precision=spec.precision, family=pipe.family, image_size=size, load_report=report,

@@ -10,6 +10,7 @@ This module imports neither torch nor the console (the console reads specs cheap
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -94,6 +95,8 @@ slow first batches of each shape). ``image_size`` None = the model's native size
     analysis: str = "concept"
     base: str = ""
     ablated: str | None = None
+    lora_scale: float = 1.0
+    lora_fuse: bool = True
     erased: str | None = None
     reference: str | None = None
     method: str = DEFAULT_METHOD
@@ -214,7 +217,10 @@ slow first batches of each shape). ``image_size`` None = the model's native size
         for name in ("inversion", "options"):
             if not isinstance(getattr(self, name), dict):
                 out.append(f"{name} must be a table of settings, got {getattr(self, name)!r}")
-        for name in ("demo", "compile"):
+        ls = self.lora_scale
+        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not math.isfinite(ls):
+            out.append(f"lora_scale must be a finite number (a LoRA adapter's weight; 1 = as trained), got {ls!r}")
+        for name in ("demo", "compile", "lora_fuse"):
             if not isinstance(getattr(self, name), bool):
                 out.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in PATH_FIELDS:

@@ -7,7 +7,7 @@ import pytest
 
 from memtui.engine.testkit import save_pipeline, tiny_pipeline
 
-FAMILIES = ("sd1", "sd2", "sdxl")
+FAMILIES = ("sd1", "sd2", "sdxl", "flux")
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,13 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"erased": make_captions_set(root / "erased", 2, 0), "reference": make_captions_set(root / "reference", 4, 1)}
 
 
+CROSS_ATTENTION = {"flux": "transformer_blocks.0.attn."}  # ESD-x's keys: the text-reading attention
+
+
 def _ckpt(family: str, folder: Path) -> Path:
     erased = tiny_pipeline(seed=21, family=family)
-    return save_state_dict({k: v for k, v in erased.unet.state_dict().items() if "attn2" in k},
+    mark = CROSS_ATTENTION.get(family, "attn2")
+    return save_state_dict({k: v for k, v in erased.unet.state_dict().items() if mark in k},
                            folder / f"esd-{family}.safetensors")
 
 
@@ -32,7 +36,7 @@ def _args(base: Path, data: dict[str, Path], out: Path) -> list[str]:
             "--method", "ddim", "--steps", "3", "--device", "cpu", "--out", str(out)]
 
 
-@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+@pytest.mark.parametrize("family", ["sd2", "sdxl", "flux"])
 def test_concept_and_memories_runs(family, family_dirs, data, tmp_path, capsys) -> None:
     ck = _ckpt(family, tmp_path)
     out = tmp_path / "concept"
@@ -40,9 +44,11 @@ def test_concept_and_memories_runs(family, family_dirs, data, tmp_path, capsys) 
     summary = json.loads(capsys.readouterr().out)
     assert summary["status"] == "finished" and summary["sets"]["erased"]["n_ok"] == 2
     loaded = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"loaded"' in x]
-    assert loaded[0]["family"] == family and loaded[0]["load_report"]["kind"] == "unet_partial"
+    kind, shape = ("transformer", [16, 8, 8]) if family == "flux" else ("unet_partial", [4, 8, 8])
+    assert loaded[0]["family"] == family and loaded[0]["load_report"]["kind"] == kind
+    assert loaded[0]["load_report"]["changed"]["count"] > 0
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert all(r["status"] == "ok" and r["z_shape"] == [4, 8, 8] for r in recs)
+    assert all(r["status"] == "ok" and r["z_shape"] == shape for r in recs)
     mem = tmp_path / "mem"
     assert main(_args(family_dirs[family], data, mem) + ["--analysis", "memories", "--num-targets", "1",
                                                           "--num-supports", "2", "--vae-steps", "2"]) == 0
@@ -60,7 +66,7 @@ def test_cross_family_checkpoint_exits_2_naming_both(family_dirs, data, tmp_path
     assert ck.exists()
 
 
-@pytest.mark.parametrize("family,sampler", [("sd1", "lms"), ("sd2", "ddim"), ("sdxl", "euler")])
+@pytest.mark.parametrize("family,sampler", [("sd1", "lms"), ("sd2", "ddim"), ("sdxl", "euler"), ("flux", "flow_euler")])
 def test_generate_uses_the_family_default_sampler(family, sampler, family_dirs, tmp_path) -> None:
     csv = tmp_path / "prompts.csv"
     csv.write_text("case_number,prompt,evaluation_seed\n0,a red circle,3\n")

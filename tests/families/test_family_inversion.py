@@ -18,7 +18,7 @@ PROMPTS = ["a red circle", "a blue square"]
 
 @pytest.fixture(scope="module")
 def pipes():
-    return {f: tiny_pipeline(seed=2, family=f) for f in ("sd1", "sd2", "sdxl")}
+    return {f: tiny_pipeline(seed=2, family=f) for f in ("sd1", "sd2", "sdxl", "flux")}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def images():
     return (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).clamp(-1, 1)
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "flux"])
 @pytest.mark.parametrize("method", method_names())
 def test_method_on_family(family, method, pipes, images) -> None:
     pipe = pipes[family]

@@ -12,19 +12,18 @@ from memtui.engine.model.families.base import Family, Shapes
 __all__ = ["FAMILIES", "register", "family_names", "get_family", "detect_family", "checkpoint_families",
            "UNSUPPORTED", "FLUX_MARKERS"]
 
-ORDER = ("sd1", "sd2", "sdxl")
+ORDER = ("sd1", "sd2", "sdxl", "flux")
 FAMILIES: Registry[Family] = Registry("model family", "memtui.engine.model.families", ORDER,
-                                      skip=("base", "registry", "unet_keys"))
+                                      skip=("base", "conditioning", "registry", "unet_keys"))
 register = FAMILIES.register
 
 # Pipelines memtui recognises but cannot load yet, with what to say.
 UNSUPPORTED = {
-    "FluxPipeline": "Flux.1 (flow-matching transformer)",
     "StableDiffusion3Pipeline": "Stable Diffusion 3 (MMDiT)",
     "StableDiffusionXLImg2ImgPipeline": "the SDXL refiner",
 }
 # Keys of a Flux transformer state dict (diffusers or the original BFL names).
-FLUX_MARKERS = ("single_transformer_blocks.", "x_embedder.", "context_embedder.", "double_blocks.", "single_blocks.")
+FLUX_MARKERS = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.", "double_blocks.", "single_blocks.")
 
 
 def family_names() -> tuple[str, ...]:
@@ -54,10 +53,8 @@ def detect_family(root: str | Path) -> type[Family]:
 
 def checkpoint_families(shapes: Shapes) -> set[str]:
     """The families a UNet / transformer state dict (key -> shape) can belong to: those whose
-    :meth:`Family.claims_unet` does not say no, or ``{"flux"}`` for a Flux transformer; the empty
+    :meth:`Family.claims_unet` does not say no (those that say yes, when any does); the empty
     set when no family's keys fit and none can be told apart (every family then)."""
-    if any(k.startswith(FLUX_MARKERS) for k in shapes):
-        return {"flux"}
     votes = {f.name: f.claims_unet(shapes) for f in FAMILIES.classes()}
     yes = {n for n, v in votes.items() if v is True}
     if yes:

@@ -46,9 +46,11 @@ def load_sd_components(root: Path, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def write_sd_folder(pipe: SDPipeline, path: Path, class_name: str, extra: Mapping[str, Any] | None = None) -> Path:
+def write_sd_folder(pipe: SDPipeline, path: Path, class_name: str, extra: Mapping[str, Any] | None = None,
+                    scheduler_class: str = "DDIMScheduler") -> Path:
     """Write the components of ``pipe`` (``pipe.component_modules()`` and its tokenizers) as a
-    diffusers pipeline folder with ``model_index.json`` naming ``class_name``."""
+    diffusers pipeline folder with ``model_index.json`` naming ``class_name``, and its scheduler
+    config as ``scheduler_class``."""
     path.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"_class_name": class_name, "_diffusers_version": "0.42.1"}
     for name, module in pipe.component_modules().items():
@@ -59,9 +61,9 @@ def write_sd_folder(pipe: SDPipeline, path: Path, class_name: str, extra: Mappin
         tok.save_pretrained(path / name)
         index[name] = ["transformers", type(tok).__name__.replace("Fast", "")]
     (path / "scheduler").mkdir(exist_ok=True)
-    sched = {"_class_name": "DDIMScheduler", **pipe.scheduler_config}
+    sched = {"_class_name": scheduler_class, **pipe.scheduler_config}
     (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
-    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    index["scheduler"] = ["diffusers", scheduler_class]
     index.update(extra or {})
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path

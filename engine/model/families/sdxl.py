@@ -20,6 +20,7 @@ import torch
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from memtui.engine.model.families.base import Family, Shapes
+from memtui.engine.model.families.conditioning import pack_pooled, unpack_hidden, unpack_pooled
 from memtui.engine.model.families.registry import register
 from memtui.engine.model.families.sd import load_sd_components, write_sd_folder
 from memtui.engine.model.families.unet_keys import (cross_attention_width, has_added_embedding, is_full_unet,
@@ -58,24 +59,19 @@ class SDXLPipeline(SDPipeline):
             out = enc(ids, output_hidden_states=True)
             hidden.append(out.hidden_states[-2])
             pooled = out[0]  # CLIPTextModelWithProjection: text_embeds [B, P]
-        h = torch.cat(hidden, dim=-1)
-        if h.shape[-1] < pooled.shape[-1]:
-            raise ValueError(f"the text width {h.shape[-1]} is narrower than the pooled embedding {pooled.shape[-1]}")
-        token = torch.zeros(h.shape[0], 1, h.shape[-1], dtype=h.dtype, device=h.device)
-        token[:, 0, :pooled.shape[-1]] = pooled.to(h.dtype)
-        emb = torch.cat([h, token], dim=1)
+        emb = pack_pooled(torch.cat(hidden, dim=-1), pooled)
         if self.force_zeros_for_empty_prompt:
             empty = torch.tensor([p == "" for p in prompts], device=emb.device)
             emb = torch.where(empty.view(-1, 1, 1), torch.zeros_like(emb), emb)
         return emb
 
     def hidden_states(self, emb: torch.Tensor) -> torch.Tensor:
-        return emb[:, :-1].to(self.device, self.dtype)
+        return unpack_hidden(emb).to(self.device, self.dtype)
 
     def added_conditioning(self, z: torch.Tensor, emb: torch.Tensor) -> dict[str, object]:
         h, w = z.shape[-2] * self.vae_scale, z.shape[-1] * self.vae_scale
         ids = torch.tensor([h, w, 0, 0, h, w], dtype=self.dtype, device=self.device).repeat(z.shape[0], 1)
-        pooled = emb[:, -1, :self.pooled_dim].to(self.device, self.dtype)
+        pooled = unpack_pooled(emb, self.pooled_dim).to(self.device, self.dtype)
         return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}
 
 

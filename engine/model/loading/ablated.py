@@ -44,9 +44,12 @@ def _collect(p: Probe, pipe: SDPipeline, warnings: list[str]) -> dict[str, dict[
     parts = read(p, pipe, warnings)
     modules = pipe.component_modules()
     for comp in list(parts):
+        if comp not in modules:
+            continue  # refused by _refuse_other_family, naming both families
         mkeys = set(modules[comp].state_dict())
-        if comp == "text_encoder":
-            parts[comp] = K.normalise_text_keys(parts[comp], mkeys)
+        if comp.startswith("text_encoder"):  # CLIP keys normalised (text_model. or not); T5's (Flux) kept
+            t5 = any(k.startswith(("shared.", "encoder.block.")) for k in mkeys)
+            parts[comp] = dict(parts[comp]) if t5 else K.normalise_text_keys(parts[comp], mkeys)
         else:
             parts[comp] = K.normalise_diffusers_keys(parts[comp], warnings)
             if comp == "vae":
@@ -110,25 +113,29 @@ def _apply(plan: _Plan) -> list[str]:
 
 
 def _refuse_other_family(parts: dict[str, dict[str, torch.Tensor]], pipe: SDPipeline, where: str) -> None:
-    """:class:`CheckpointMismatchError` naming both families when the checkpoint's UNet keys say
-    it belongs to a family other than the base's (nothing has been written yet)."""
+    """:class:`CheckpointMismatchError` naming both families when the checkpoint's UNet or
+    transformer keys say it belongs to a family other than the base's, or when it holds a component
+    the base has not (nothing has been written yet)."""
     from memtui.engine.model.families import checkpoint_families, get_family
-    from memtui.engine.model.families.registry import UNSUPPORTED
-
-    if "unet" not in parts:
-        return
-    fams = checkpoint_families({k: tuple(v.shape) for k, v in parts["unet"].items()})
-    if not fams or pipe.family in fams:
-        return
-    titles = {"flux": UNSUPPORTED["FluxPipeline"]}
 
     def title(name: str) -> str:
-        return titles.get(name) or get_family(name).title
+        return get_family(name).title
 
-    what = " or ".join(f"{title(n)} ({n})" for n in sorted(fams))
-    raise CheckpointMismatchError(
-        f"{where}: this is a checkpoint of {what}, but the base is {title(pipe.family)} ({pipe.family}); "
-        "give the base model the checkpoint was fine-tuned from. Nothing was changed.")
+    base = f"{title(pipe.family)} ({pipe.family})"
+    for comp in ("unet", "transformer"):
+        if comp not in parts:
+            continue
+        fams = checkpoint_families({k: tuple(v.shape) for k, v in parts[comp].items()})
+        if fams and pipe.family not in fams:
+            what = " or ".join(f"{title(n)} ({n})" for n in sorted(fams))
+            raise CheckpointMismatchError(
+                f"{where}: this is a checkpoint of {what}, but the base is {base}; "
+                "give the base model the checkpoint was fine-tuned from. Nothing was changed.")
+    lacking = [c for c in parts if c not in pipe.component_modules()]
+    if lacking:
+        raise CheckpointMismatchError(
+            f"{where}: the checkpoint holds {', '.join(lacking)} weights, which a {base} base has no "
+            f"component for (it has {', '.join(pipe.component_modules())}). Nothing was changed.")
 
 
 def _refuse_non_finite(plans: list[_Plan], where: str) -> None:
@@ -154,16 +161,20 @@ def checkpoint_problems(path: str | Path) -> list[str]:
     return [p for p in (weight_file_problem(f) for f in files) if p]
 
 
-def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
+def load_ablated(pipe: SDPipeline, path: str | Path, *, lora_scale: float = 1.0, lora_fuse: bool = True) -> LoadReport:
     """Patch ``pipe`` in place with the ablated checkpoint at ``path`` (kind detected from content;
     a path, or a repo id in the local HF cache with optional ``@rev`` and subfolder such as
-    ``OPTML-Group/AdvUnlearn/nudity_unlearned``) and return a :class:`LoadReport`. Tensors are cast to the pipeline's dtype and device. Raises
-    :class:`CheckpointMismatchError` when shapes do not fit (nothing is written then),
-    :class:`UnsupportedCheckpointError` for adapters (SPM, Receler), :class:`UnsafeCheckpointError`
-    for pickles that need code."""
+    ``OPTML-Group/AdvUnlearn/nudity_unlearned``) and return a :class:`LoadReport`. Tensors are cast
+    to the pipeline's dtype and device; a LoRA adapter is applied at ``lora_scale``, fused into the
+    weights or (``lora_fuse=False``) kept as PEFT layers. Raises :class:`CheckpointMismatchError`
+    when shapes or families do not fit (nothing is written then), :class:`UnsupportedCheckpointError`
+    for adapters memtui cannot apply (SPM, Receler), :class:`UnsafeCheckpointError` for pickles
+    that need code."""
     path = resolve_checkpoint_path(path)
-    p = probe(path, set(pipe.unet.state_dict()))
+    p = probe(path, set(pipe.unet.state_dict()))  # the denoiser's keys (UNet or transformer)
     kind = BY_NAME[p.kind.value]
+    if kind.apply is not None:
+        return kind.apply(p, pipe, {"lora_scale": lora_scale, "lora_fuse": lora_fuse})
     if kind.read is None:
         raise UnsupportedCheckpointError(kind.unsupported(p) if kind.unsupported else
                                          f"{p.path}: {kind.summary} cannot be loaded yet")
@@ -199,6 +210,6 @@ def load_ablated(pipe: SDPipeline, path: str | Path) -> LoadReport:
         report.changed_tensors += [f"{plan.component}.{k}" for k in changed]
         if changed:
             report.changed_components.append(plan.component)
-    if "text_encoder" in report.components:
+    if any(c.startswith("text_encoder") for c in report.components):
         pipe.clear_prompt_cache()
     return report

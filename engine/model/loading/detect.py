@@ -27,7 +27,7 @@ class _KindBase(str, Enum):
 CheckpointKind = _KindBase("CheckpointKind", [(k.name.upper(), k.name) for k in KINDS])  # type: ignore[misc]
 CheckpointKind.__module__ = __name__
 
-ADAPTER_KINDS = tuple(CheckpointKind(k.name) for k in KINDS if k.read is None)  # recognised, not loadable
+ADAPTER_KINDS = tuple(CheckpointKind(k.name) for k in KINDS if not k.loadable)  # recognised, not loadable
 
 
 def _file_index(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, str], Any]:
@@ -68,8 +68,9 @@ def probe(path: str | Path, base_keys: set[str] | None = None) -> Probe:
     keys = cues.keys
     raise UnsupportedCheckpointError(
         f"{path}: could not tell what this checkpoint holds ({len(keys)} tensors, e.g. "
-        f"{', '.join(keys[:3])}); expected diffusers UNet keys (down_blocks.*), CompVis keys "
-        "(model.diffusion_model.*), CLIP text keys (text_model.*), or a delta dict (unet/text_encoder)")
+        f"{', '.join(keys[:3])}); expected diffusers UNet keys (down_blocks.*), Flux transformer keys "
+        "(transformer_blocks.*, double_blocks.*), CompVis keys (model.diffusion_model.*), CLIP text keys "
+        "(text_model.*), a diffusers LoRA (lora_A/lora_B) or a delta dict (unet/text_encoder)")
 
 
 def detect_kind(path: str | Path, base: torch.nn.Module | set[str] | None = None) -> CheckpointKind:
@@ -113,6 +114,11 @@ def _family(path: Path, kind: str, index: dict[str, Any]) -> str:
             return detect_family(path).name
         except Exception:  # noqa: BLE001 - an unsupported or damaged pipeline: the kind says enough
             return "?"
-    shapes = {k.split("/", 1)[-1]: tuple(v[0]) for k, v in index.items() if not k.startswith(("text_encoder/", "vae/"))}
-    fams = checkpoint_families(shapes)
+    shapes = {k.split("/", 1)[-1]: tuple(v[0]) for k, v in index.items() if not k.startswith(("text_encoder", "vae/"))}
+    if kind == "lora":
+        from memtui.engine.model.loading.keys import lora_base_shapes
+
+        parts = lora_base_shapes(shapes)
+        shapes = parts.get("transformer") or parts.get("unet") or {}
+    fams = checkpoint_families(shapes) if shapes else set()
     return "|".join(sorted(fams)) if fams else "?"

@@ -18,6 +18,11 @@ from memtui.engine.model.loading.errors import UnsupportedCheckpointError
 UNET_FAMILIES = ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.", "up_blocks.",
                  "conv_norm_out.", "conv_out.")
 TEXT_PREFIXES = ("text_model.", "embeddings.", "encoder.", "final_layer_norm.")
+# A Flux transformer's own top-level modules, in diffusers' names and the original BFL names.
+FLUX_DIFFUSERS_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.",
+                           "time_text_embed.", "norm_out.", "proj_out.")
+FLUX_BFL_PREFIXES = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.",
+                     "guidance_in.", "final_layer.")
 LDM_UNET_PREFIX = "model.diffusion_model."
 LDM_TEXT_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
 LDM_VAE_PREFIX = "first_stage_model."
@@ -122,6 +127,57 @@ def looks_like_text_encoder(keys: Iterable[str]) -> bool:
     return bool(keys) and (any(k.startswith("text_model.") for k in keys)
                            or all(k.startswith(TEXT_PREFIXES) for k in keys)) \
         and any("token_embedding" in k or ".self_attn." in k or "final_layer_norm" in k for k in keys)
+
+
+def looks_like_flux_transformer(keys: Iterable[str]) -> bool:
+    """A Flux transformer state dict (or part of one): keys only a Flux transformer has, in
+    diffusers or BFL names, optionally under a ``transformer.`` prefix."""
+    marks = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.") + FLUX_BFL_PREFIXES[:2]
+    return any(k.removeprefix("transformer.").startswith(marks) for k in keys)
+
+
+def normalise_flux_keys(sd: dict[str, torch.Tensor], warnings: list[str]) -> dict[str, torch.Tensor]:
+    """Flux transformer keys in diffusers' names: a ``transformer.`` prefix dropped, original BFL
+    keys (``double_blocks.*``) converted with diffusers' single-file converter."""
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    if any(k.startswith(FLUX_BFL_PREFIXES) for k in sd):
+        from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+        n = len(sd)
+        sd = convert_flux_transformer_checkpoint_to_diffusers(dict(sd))
+        warnings.append(f"converted {n} BFL-format Flux keys (double_blocks.*) to diffusers names")
+    return sd
+
+
+LORA_FACTORS = (".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.", ".lora_A.default.", ".lora_B.default.")
+DIFFUSERS_LORA_PREFIXES = ("unet.", "transformer.", "text_encoder.", "text_encoder_2.")
+
+
+def looks_like_diffusers_lora(keys: Iterable[str]) -> bool:
+    """A LoRA in diffusers / PEFT format (``save_lora_weights``): ``lora_A``/``lora_B`` (or
+    ``lora.down``/``lora.up``) factors named by the module they adapt, with no ``base_layer``
+    weights (that is an unmerged PEFT model, not an adapter file)."""
+    keys = list(keys)
+    return (any(f in k for k in keys for f in LORA_FACTORS) and not any(".base_layer." in k for k in keys)
+            and not any(k.startswith(("lora_unet_", "lora_te")) for k in keys))
+
+
+def lora_base_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Component -> ``{adapted weight key: (out or None, in)}`` of a diffusers-format LoRA: each
+    ``…X.lora_A.weight [r, in]`` / ``lora_B [out, r]`` pair read as the base weight ``…X.weight``
+    it adapts (what :func:`memtui.engine.model.families.checkpoint_families` reads). Keys without a
+    component prefix are the denoiser's (``unet``)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for key, shape in shapes.items():
+        comp, _, rest = key.partition(".")
+        if comp + "." not in DIFFUSERS_LORA_PREFIXES:
+            comp, rest = "unet", key
+        for a, b in ((".lora_A.", "A"), (".lora_B.", "B"), (".lora.down.", "A"), (".lora.up.", "B")):
+            if a in rest and len(shape) == 2:
+                base = rest.split(a)[0] + ".weight"
+                cur = out.setdefault(comp, {}).setdefault(base, [0, 0])
+                cur[1 if b == "A" else 0] = int(shape[1] if b == "A" else shape[0])
+    return {c: {k: tuple(v) for k, v in d.items()} for c, d in out.items()}
 
 
 def looks_like_unet(keys: Iterable[str]) -> bool:

@@ -84,7 +84,10 @@ class Kind:
     is of this kind (else None); ``file(cues)`` says whether a single weight file is;
     ``components(probe)`` names what it holds; ``read(probe, pipe, warnings)`` returns its state
     dicts in the checkpoint's own key names (the loader normalises them), or is None when the
-    kind is recognised but not loadable, ``unsupported(probe)`` then saying why."""
+    kind is recognised but not loadable, ``unsupported(probe)`` then saying why. An adapter that
+    is not a state dict (a LoRA) has ``apply(probe, pipe, settings)`` instead of ``read``: it
+    patches the pipeline itself and returns the ``LoadReport`` (``settings``: ``lora_scale``,
+    ``lora_fuse``)."""
 
     name: str
     summary: str
@@ -93,6 +96,11 @@ class Kind:
     file: Callable[[FileCues], bool] | None = None
     read: Callable[[Probe, SDPipeline, list[str]], StateDicts] | None = None
     unsupported: Callable[[Probe], str] | None = None
+    apply: Callable[[Probe, Any, dict[str, Any]], Any] | None = None
+
+    @property
+    def loadable(self) -> bool:
+        return self.read is not None or self.apply is not None
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -142,7 +150,8 @@ def _pipeline_folder(path: Path) -> dict[str, list[Path]] | None:
     if not (path / "model_index.json").is_file():
         return None
     files = {c: folder_weight_files(path / c, names) for c, names in
-             (("unet", DIFFUSERS_WEIGHTS), ("text_encoder", TRANSFORMERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS))}
+             (("unet", DIFFUSERS_WEIGHTS), ("transformer", DIFFUSERS_WEIGHTS), ("text_encoder", TRANSFORMERS_WEIGHTS),
+              ("text_encoder_2", TRANSFORMERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS))}
     return {c: f for c, f in files.items() if f}
 
 
@@ -161,6 +170,33 @@ def _unet_folder(path: Path) -> dict[str, list[Path]] | None:
     if _config(path / "config.json").get("_class_name") != "UNet2DConditionModel":
         return None
     return {"unet": folder_weight_files(path, DIFFUSERS_WEIGHTS)}
+
+
+def _transformer_folder(path: Path) -> dict[str, list[Path]] | None:
+    if _config(path / "config.json").get("_class_name") != "FluxTransformer2DModel":
+        return None
+    return {"transformer": folder_weight_files(path, DIFFUSERS_WEIGHTS)}
+
+
+def _read_transformer(p: Probe, pipe: Any, warnings: list[str]) -> StateDicts:
+    """A Flux transformer state dict (file or folder), in diffusers' key names."""
+    sd = _folders(p, pipe, warnings)["transformer"] if p.files.get("transformer") else (
+        _flat(p.raw) if p.raw is not None else _read_files([p.path]))
+    return {"transformer": K.normalise_flux_keys(sd, warnings)}
+
+
+def _is_lora(c: FileCues) -> bool:
+    return K.looks_like_diffusers_lora(c.names) and not any(m in c.metadata for m in SPM_METADATA)
+
+
+def _apply_lora(p: Probe, pipe: Any, settings: dict[str, Any]) -> Any:
+    from memtui.engine.model.loading.lora import apply_lora
+
+    return apply_lora(p, pipe, scale=float(settings.get("lora_scale", 1.0)), fuse=bool(settings.get("lora_fuse", True)))
+
+
+def _lora_components(p: Probe) -> list[str]:
+    return sorted(K.lora_base_shapes({k: v[0] for k, v in p.index.items()}))
 
 
 def _text_encoder_folder(path: Path) -> dict[str, list[Path]] | None:
@@ -242,14 +278,20 @@ KINDS: tuple[Kind, ...] = (
          file=lambda c: (c.path.parent / "eraser_config.json").is_file(), unsupported=_receler_unsupported),
     Kind("unet_folder", "a diffusers UNet folder (config.json of a UNet2DConditionModel)",
          components=_fixed("unet"), folder=_unet_folder, read=_folders),
+    Kind("transformer_folder", "a diffusers Flux transformer folder (config.json of a FluxTransformer2DModel)",
+         components=_fixed("transformer"), folder=_transformer_folder, read=_read_transformer),
     Kind("text_encoder_folder", "a transformers CLIP text-encoder folder (config.json of a CLIPTextModel)",
          components=_fixed("text_encoder"), folder=_text_encoder_folder, read=_folders),
     Kind("delta", "an Ablating-Concepts delta dict (top-level unet / text_encoder tables)",
          components=_delta_components, file=_is_delta, read=_read_delta),
     Kind("compvis", "a CompVis/LDM single-file checkpoint (model.diffusion_model.* keys)",
          components=_compvis_components, file=_is_compvis, read=_read_compvis),
+    Kind("lora", "a LoRA adapter in diffusers/PEFT format (lora_A/lora_B factors; applied with load_lora_weights)",
+         components=_lora_components, file=_is_lora, apply=_apply_lora),
     Kind("spm", "an SPM LoRA adapter (lora_* keys, or rank/alpha metadata)",
          components=_fixed("adapter"), file=_is_spm, unsupported=_spm_unsupported),
+    Kind("transformer", "a Flux transformer state dict, whole or partial (diffusers or BFL keys)",
+         components=_fixed("transformer"), file=lambda c: K.looks_like_flux_transformer(c.names), read=_read_transformer),
     Kind("text_encoder", "a CLIP text-encoder state dict (text_model.* keys)",
          components=_fixed("text_encoder"), file=lambda c: K.looks_like_text_encoder(c.names),
          read=_single("text_encoder")),
