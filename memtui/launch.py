@@ -57,6 +57,12 @@ def spec_from_form(values: dict[str, str], options: dict[str, str] | None = None
         v = (values.get(key) or "").strip()
         if v:
             spec[key] = int(v) if v.isdigit() else v
+    v = (values.get("lora_scale") or "").strip()
+    if v:  # the weight of a LoRA ablated adapter (spec default 1)
+        try:
+            spec["lora_scale"] = float(v)
+        except ValueError:
+            spec["lora_scale"] = v
     spec["precision"] = values.get("precision", "fp32") or "fp32"
     opts = {}
     for info in option_fields(spec["analysis"]):

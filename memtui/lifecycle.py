@@ -104,7 +104,8 @@ def duplicate_form(run_dir: Path) -> tuple[dict[str, str], dict[str, str], dict[
     spec = {k: v for k, v in info.spec.items() if k not in DERIVED_FIELDS}
     if not spec:
         raise LifecycleError(f"{info.name} has no spec.json to duplicate")
-    fields = ("base", "ablated", "erased", "reference", "analysis", "method", "precision", "steps", "batch_size")
+    fields = ("base", "ablated", "erased", "reference", "analysis", "method", "precision", "steps", "batch_size",
+              "lora_scale")
     values = {k: str(spec[k]) for k in fields if spec.get(k) is not None}  # missing: the form's default
     in_form = {info.name for info in launch.option_fields(str(spec.get("analysis", "concept")))}
     stored = {k: v for k, v in (spec.get("options") or {}).items() if v is not None}

@@ -30,7 +30,8 @@ SELECTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("method", "method", launch.method_names()),
     ("precision", "precision", launch.PRECISIONS),
 )
-NUMBERS: tuple[tuple[str, str, str], ...] = (("steps", "steps", "50"), ("batch_size", "batch size", "auto"))
+NUMBERS: tuple[tuple[str, str, str], ...] = (("steps", "steps", "50"), ("batch_size", "batch size", "auto"),
+                                             ("lora_scale", "LoRA scale", "1"))
 
 
 OPENER = Opener(key="n", description="New run", hosts=("browse",), order=20)
@@ -102,7 +103,7 @@ class NewRunScreen(Screen):
             for fid, label, default in NUMBERS:
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input(d.get(fid, default), id=f"f-{fid}", compact=True)
+                    yield Input(str(d.get(fid, default)), id=f"f-{fid}", compact=True)
             yield Vertical(id="options")
             yield Static(Text(f"runs folder: {runs_dir}", style="dim"), classes="hint")
             yield Static("", id="problems", classes="problems")

@@ -70,3 +70,13 @@ async def test_launch_real_run_from_new_run_screen(tmp_path, config, runs_dir, t
         pid = jobs.read_pid(run_dir)
         if pid is not None and jobs.pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_the_forms_lora_scale_reaches_the_spec_and_is_validated():
+    from memtui import launch
+    from memtui.engine.runs.spec import RunSpec
+
+    assert launch.spec_from_form({"base": "b", "lora_scale": "0.25"})["lora_scale"] == 0.25
+    assert "lora_scale" not in launch.spec_from_form({"base": "b", "lora_scale": ""})  # the spec default, 1
+    bad = launch.spec_from_form({"base": "b", "lora_scale": "lots"})
+    assert any(p.startswith("lora_scale must be a finite number") for p in RunSpec.from_dict(bad, validate=False).problems())

@@ -159,6 +159,7 @@ async def test_duplicate_opens_the_form_filled_from_the_spec(config, cancelled_r
         values = form.values()
         assert values["base"] == spec["base"] and values["erased"] == spec["erased"]
         assert values["method"] == "ddim" and values["steps"] == "3" and values["batch_size"] == "2"
+        assert values["lora_scale"] == "1.0" and form.carry["lora_fuse"] is True
         assert values["name"] != "tiny"  # a fresh name: the copy never overwrites the original
         assert form.carry["seed"] == spec["seed"] and form.carry["device"] == "cpu"
 

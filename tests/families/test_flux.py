@@ -167,6 +167,16 @@ def test_partial_transformer_state_dict_loads_and_reports(flux, tmp_path) -> Non
     assert set(load_ablated(tiny_flux_pipeline(seed=5), prefixed).changed_tensors) == differ
 
 
+def test_a_partial_bfl_state_dict_is_refused_with_the_reason(tmp_path) -> None:
+    from memtui.engine.model.loading import UnsupportedCheckpointError
+
+    f = save_state_dict({"double_blocks.0.img_attn.qkv.weight": torch.zeros(96, 32)}, tmp_path / "bfl.safetensors")
+    assert inspect_checkpoint(f)["kind"] == "transformer" and inspect_checkpoint(f)["family"] == "flux"
+    pipe = tiny_flux_pipeline(seed=5)
+    with pytest.raises(UnsupportedCheckpointError, match="original BFL names.*diffusers' names"):
+        load_ablated(pipe, f)
+
+
 def test_transformer_folder_and_erased_pipeline_folder(tmp_path) -> None:
     from memtui.engine.testkit import save_pipeline
 
