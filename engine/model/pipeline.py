@@ -120,6 +120,10 @@ class SDPipeline:
         side = (image_size or self.image_size) // self.vae_scale
         return (self.latent_channels, side, side)
 
+    def use_image_size(self, px: int) -> None:
+        """Set the square image side (pixels) the next inversions work at; the UNet families' noise
+        schedule does not depend on it (Flux's σ grid does: its family overrides this)."""
+
     def make_scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler with this model's noise schedule (spec §0.2)."""
         return make_ddim(self.scheduler_config)

@@ -37,6 +37,7 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
     size = spec.image_size or pipe.image_size
     if size % pipe.size_multiple:
         raise SpecError(f"image_size {size} is not a multiple of {pipe.size_multiple} (the model's latent grid)")
+    pipe.use_image_size(size)  # Flux shifts its σ grid with the image's token count
     config = inversion_config(spec)
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
              precision=spec.precision, family=pipe.family, image_size=size, load_report=report,

@@ -31,9 +31,10 @@ def flux():
     return tiny_flux_pipeline(seed=5)
 
 
-def _sigma(pipe, t: float) -> float:
-    """σ(t) written from the definitions: diffusers' calculate_shift for μ at the native token count."""
-    side = pipe.image_size // 8
+def _sigma(pipe, t: float, px: int | None = None) -> float:
+    """σ(t) written from the definitions: diffusers' calculate_shift for μ at the token count of
+    ``px`` (default the native size; 2×2 packing of the tiny VAE's 4× latents: 8 px per token)."""
+    side = (px or pipe.image_size) // 8
     mu = calculate_shift(side * side)
     u = t / 1000
     return math.exp(mu) * u / (1 + (math.exp(mu) - 1) * u)
@@ -75,6 +76,20 @@ def test_ddim_sampling_is_euler_on_the_flow_ode(flux) -> None:
         v = flux.velocity(x.float(), torch.full((2,), sig[i]), emb).double()
         x = x + (sig[i + 1] - sig[i]) * v
     torch.testing.assert_close(ddim_sample(flux, zT, emb, steps).double(), x, rtol=0, atol=2e-5)
+
+
+def test_the_grid_follows_the_run_image_size() -> None:
+    pipe = tiny_flux_pipeline(seed=5)
+    pipe.use_image_size(64)  # 64 tokens instead of the native 16: a larger shift, as FluxPipeline's
+    emb = pipe.encode_prompts(PROMPTS)
+    zT = torch.randn(2, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    _, ts = schedule(pipe, 4)
+    sig = [_sigma(pipe, t, 64) for t in ts] + [0.0]
+    assert sig[1] > _sigma(pipe, ts[1])
+    x = zT.double() * _r(sig[0])
+    for i in range(4):
+        x = x + (sig[i + 1] - sig[i]) * pipe.velocity(x.float(), torch.full((2,), sig[i]), emb).double()
+    torch.testing.assert_close(ddim_sample(pipe, zT, emb, 4).double(), x, rtol=0, atol=2e-5)
 
 
 def test_plain_euler_inversion(flux) -> None:

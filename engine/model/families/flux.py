@@ -15,10 +15,9 @@ in Flux's own unpacked shape ``[16, H/8, W/8]``, its NLL against N(0, I) of that
 
 **The σ grid.** ``σ(t) = s·u / (1 + (s − 1)·u)``, ``u = t / 1000``, with Flux's shift ``s``: the
 scheduler's ``shift`` (schnell: 1), or for dynamic shifting (dev) ``exp(μ)`` with μ interpolated
-from the image's token count (:func:`flow_shift`) at the base's native 1024 px (μ = 1.15,
-s ≈ 3.16). Inversion at another ``--image-size`` keeps that grid: the ODE is the same, only where
-its steps fall differs from what FluxPipeline would pick for that size. Generation
-(sampler ``flow_euler``) uses FluxPipeline's own schedule for the size asked.
+from the image's token count (:func:`flow_shift`): μ = 1.15, s ≈ 3.16 at the native 1024 px; a run
+sets its ``--image-size`` with :meth:`FluxPipeline.use_image_size`, as FluxPipeline shifts for the
+size it generates. Generation (sampler ``flow_euler``) uses FluxPipeline's own schedule.
 
 **Conditioning.** One tensor per prompt ``[B, L + 1, D]``: T5's last hidden states (``L`` =
 ``max_sequence_length``, 512) then CLIP's pooled output padded to ``D`` (4096), as SDXL packs its
@@ -141,11 +140,17 @@ class FluxPipeline(SDPipeline):
     # ------------------------------------------------------------------ the σ grid
     @property
     def sigma_shift(self) -> float:
-        """The shift ``s`` of the inversion grid (:func:`flow_shift` at the native size)."""
+        """The shift ``s`` of the inversion grid (:func:`flow_shift` at the size set by
+        :meth:`use_image_size`, else the native size)."""
         if self._sigma_shift is None:
-            side = self.native_size // self.size_multiple
-            self._sigma_shift = flow_shift(self.scheduler_config, side * side)
+            self.use_image_size(self.native_size)
         return self._sigma_shift
+
+    def use_image_size(self, px: int) -> None:
+        """Shift the inversion grid for ``px × px`` images, as FluxPipeline shifts its schedule for
+        that size (dynamic shifting; a fixed shift does not depend on it)."""
+        side = int(px) // self.size_multiple
+        self._sigma_shift = flow_shift(self.scheduler_config, side * side)
 
     def sigma_at(self, t: int | float | torch.Tensor, batch: int) -> torch.Tensor:
         """σ at timestep(s) ``t`` (0..1000) as ``[B, 1, 1, 1]`` float64."""

@@ -144,7 +144,13 @@ def normalise_flux_keys(sd: dict[str, torch.Tensor], warnings: list[str]) -> dic
         from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 
         n = len(sd)
-        sd = convert_flux_transformer_checkpoint_to_diffusers(dict(sd))
+        try:
+            sd = convert_flux_transformer_checkpoint_to_diffusers(dict(sd))
+        except (IndexError, KeyError, ValueError, RuntimeError) as exc:
+            raise UnsupportedCheckpointError(
+                f"these {n} Flux tensors use the original BFL names (double_blocks.*, single_blocks.*), and "
+                f"diffusers' converter cannot map them ({type(exc).__name__}: {exc}); it needs a whole "
+                "transformer. Save the erased weights under diffusers' names (transformer_blocks.*) instead.") from None
         warnings.append(f"converted {n} BFL-format Flux keys (double_blocks.*) to diffusers names")
     return sd
 
