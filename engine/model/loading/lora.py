@@ -95,7 +95,7 @@ def apply_lora(p: Probe, pipe: SDPipeline, scale: float = 1.0, fuse: bool = True
     if lacking:
         raise CheckpointMismatchError(f"{where}: the LoRA adapts {', '.join(lacking)}, which the base has not "
                                       f"(it has {', '.join(modules)}). Nothing was changed.")
-    before = {}
+    before: dict[str, torch.Tensor] = {}
     for comp, keys in targets.items():
         msd = modules[comp].state_dict()
         missing = [k for k in keys if k not in msd]
@@ -103,7 +103,8 @@ def apply_lora(p: Probe, pipe: SDPipeline, scale: float = 1.0, fuse: bool = True
             raise CheckpointMismatchError(
                 f"{where}: {len(missing)} of the {len(keys)} {comp} layers the LoRA adapts are not in the base "
                 f"(e.g. {', '.join(missing[:3])}); it was trained on another architecture. Nothing was changed.")
-        before.update({f"{comp}.{k}": msd[k].detach().clone() for k in keys})
+        if fuse:  # copies on the CPU: a Flux LoRA adapts gigabytes of attention weights
+            before.update({f"{comp}.{k}": msd[k].detach().to("cpu", copy=True) for k in keys})
     warnings: list[str] = []
     dp = diffusers_pipeline(pipe)
     try:
@@ -123,15 +124,12 @@ def apply_lora(p: Probe, pipe: SDPipeline, scale: float = 1.0, fuse: bool = True
         raise UnsupportedCheckpointError(f"{where}: diffusers could not apply this LoRA ({first}); nothing was changed") from None
     pipe.clear_prompt_cache()
     if fuse:
-        changed = []
-        for name, old in before.items():
-            comp, key = name.split(".", 1)
-            new = modules[comp].state_dict()[key]
-            if not torch.equal(old, new):
-                changed.append(name)
+        after = {comp: modules[comp].state_dict() for comp in targets}
+        changed = [name for name, old in before.items()
+                   if not torch.equal(old, after[name.split(".", 1)[0]][name.split(".", 1)[1]].cpu())]
         warnings.append(f"LoRA fused at scale {scale:g} (the weights are W + scale·ΔW; the modules stay plain)")
     else:
-        changed = list(before)
+        changed = [f"{comp}.{k}" for comp, keys in targets.items() for k in keys]
         warnings.append(f"LoRA kept unfused at scale {scale:g} (PEFT layers in {', '.join(targets)}; the base "
                         "weights are untouched, the outputs change)")
     dtypes: dict[str, int] = {}
