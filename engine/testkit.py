@@ -19,7 +19,7 @@ from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import SD14_DDIM_CONFIG
 from memtui.engine.model.tokenizer import build_word_tokenizer
 
-__all__ = ["TINY_WORDS", "tiny_pipeline", "tiny_sdxl_pipeline", "tiny_flux_pipeline", "save_lora", "save_pipeline", "perturbed", "save_state_dict",
+__all__ = ["TINY_WORDS", "tiny_pipeline", "tiny_sdxl_pipeline", "tiny_flux_pipeline", "tiny_t5_tokenizer", "save_lora", "save_pipeline", "perturbed", "save_state_dict",
            "save_unet_state_dict", "save_unet_folder", "save_text_encoder", "save_delta", "diffusers_unet_to_ldm",
            "save_compvis_checkpoint", "save_spm_adapter", "save_receler_eraser"]
 
@@ -87,7 +87,8 @@ def tiny_flux_pipeline(seed: int = 0, image_size: int = 32, width: int = 32, gui
                        shift: dict[str, Any] | None = None) -> SDPipeline:
     """A random-weight Flux.1-layout pipeline: ``FluxTransformer2DModel`` (1 double + 1 single
     block, 2 heads of 16, guidance embedding as FLUX.1-dev unless ``guidance_embeds=False``),
-    CLIPTextModel (pooled width ``width``) + T5EncoderModel (width ``width``, 16 tokens), a
+    CLIPTextModel (pooled width ``width``) + T5EncoderModel (width ``width``, 16 tokens, read through
+    :func:`tiny_t5_tokenizer`), a
     16-channel VAE with Flux's scaling and shift factors (4x downsampling: seeds 16x8x8 at 32 px).
     ``shift``: the scheduler config (FLUX.1-dev's dynamic shifting by default)."""
     from diffusers import FluxTransformer2DModel
@@ -104,13 +105,25 @@ def tiny_flux_pipeline(seed: int = 0, image_size: int = 32, width: int = 32, gui
                                          pooled_projection_dim=width, guidance_embeds=guidance_embeds,
                                          axes_dims_rope=(4, 6, 6))
     te = CLIPTextModel(_tiny_text_config(tok, width, hidden_act="quick_gelu"))
-    vocab = tok.get_vocab()
-    t5 = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=width, d_kv=8, d_ff=2 * width, num_layers=2,
-                                 num_heads=4, pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"]))
-    return FluxPipeline(unet=transformer, vae=vae, text_encoder=te, tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok,
+    tok2 = tiny_t5_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok2), d_model=width, d_kv=8, d_ff=2 * width, num_layers=2,
+                                 num_heads=4, pad_token_id=tok2.pad_token_id, eos_token_id=tok2.eos_token_id))
+    return FluxPipeline(unet=transformer, vae=vae, text_encoder=te, tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok2,
                         scheduler_config=dict(shift if shift is not None else FLUX_DEFAULT_SCHEDULER),
                         source=f"testkit:tiny-flux(seed={seed})", family="flux", max_sequence_length=16,
                         native_size=image_size).eval()
+
+
+def tiny_t5_tokenizer() -> Any:
+    """A ``T5TokenizerFast`` over :data:`TINY_WORDS` (a Unigram model with SentencePiece's ``▁``
+    word marks, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2), built locally: Flux's second tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + w, -1.0) for w in TINY_WORDS]
+    tk = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    return T5TokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
 
 
 def _tiny_vae(image_size: int, latent_channels: int = 4, scaling_factor: float = 0.18215, **config: Any) -> AutoencoderKL:

@@ -156,6 +156,23 @@ def test_saved_folder_loads_as_the_same_model(flux, tmp_path) -> None:
     assert info["family"] == "flux" and "transformer" in info["components"] and "text_encoder_2" in info["components"]
 
 
+def test_a_folder_written_by_diffusers_loads_as_diffusers_loads_it(tmp_path) -> None:
+    """FluxPipeline.save_pretrained's own layout (image_encoder/feature_extractor null, T5TokenizerFast)
+    read by memtui and by FluxPipeline.from_pretrained: the same images."""
+    pipe = tiny_flux_pipeline(seed=6)
+    folder = tmp_path / "FLUX.1-dev"
+    diffusers_pipeline(pipe).save_pretrained(folder)
+    ours = load_base(folder)
+    assert ours.family == "flux" and type(ours.tokenizer_2).__name__.startswith("T5Tokenizer")
+    assert ours.image_size == 128 * ours.vae_scale and ours.max_sequence_length == 512  # FluxPipeline's defaults
+    theirs = DiffusersFlux.from_pretrained(folder, local_files_only=True)
+    theirs.set_progress_bar_config(disable=True)
+    mine = sample(ours, PROMPTS[:1], [7], guidance=3.5, sampler="flow_euler", steps=3, height=32, width=32)
+    ref = theirs(PROMPTS[0], height=32, width=32, num_inference_steps=3, guidance_scale=3.5,
+                 generator=torch.Generator().manual_seed(7), output_type="np").images[0]
+    assert np.abs(mine[0].astype(int) - (ref * 255).round().clip(0, 255).astype(int)).max() <= 1
+
+
 def test_vae_shift_and_scale_round_trip(flux) -> None:
     img = torch.rand(1, 3, 32, 32) * 2 - 1
     dist = flux.vae.encode(img).latent_dist
