@@ -113,3 +113,29 @@ def test_batch_run_applies_a_lora_with_its_scale(tmp_path, capsys) -> None:
     loaded = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"loaded"' in x][0]
     assert loaded["family"] == "flux" and loaded["load_report"]["kind"] == "lora"
     assert any("scale 0.5" in w for w in loaded["load_report"]["warnings"])
+
+
+@pytest.mark.parametrize("family", ["sd1", "flux"])
+def test_a_lora_written_by_diffusers_save_lora_weights(family, tmp_path) -> None:
+    """The file diffusers itself writes (PEFT-trained adapter -> save_lora_weights) loads, and the
+    patched model predicts as the PEFT-adapted one did (lora_alpha 4 over rank 2: scaling 2)."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from memtui.engine.model.loading.lora import diffusers_pipeline
+
+    trained = tiny_pipeline(seed=3, family=family)
+    torch.manual_seed(0)
+    trained.unet.add_adapter(LoraConfig(r=2, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                        init_lora_weights=False))
+    want = _eps(trained)
+    denoiser = "transformer" if family == "flux" else "unet"
+    type(diffusers_pipeline(trained)).save_lora_weights(  # as diffusers' training scripts save it
+        tmp_path, **{f"{denoiser}_lora_layers": get_peft_model_state_dict(trained.unet),
+                     f"{denoiser}_lora_adapter_metadata": trained.unet.peft_config["default"].to_dict()})
+    f = tmp_path / "pytorch_lora_weights.safetensors"
+    assert inspect_checkpoint(f)["kind"] == "lora"
+    base = tiny_pipeline(seed=3, family=family)
+    assert (_eps(base) - want).abs().max() > 1e-3
+    load_ablated(base, f)
+    torch.testing.assert_close(_eps(base), want, rtol=0, atol=2e-5)

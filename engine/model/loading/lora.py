@@ -108,8 +108,12 @@ def apply_lora(p: Probe, pipe: SDPipeline, scale: float = 1.0, fuse: bool = True
     warnings: list[str] = []
     dp = diffusers_pipeline(pipe)
     try:
-        with _quiet():
-            dp.load_lora_weights(sd, adapter_name=ADAPTER_NAME)
+        with _quiet():  # a safetensors file by path: diffusers then reads the adapter's config (its
+            # lora_alpha) from the file's lora_adapter_metadata; a pickle as the safely loaded dict
+            if Path(p.path).suffix == ".safetensors":
+                dp.load_lora_weights(str(Path(p.path).parent), weight_name=Path(p.path).name, adapter_name=ADAPTER_NAME)
+            else:
+                dp.load_lora_weights(sd, adapter_name=ADAPTER_NAME)
         if fuse:  # every adapted component (Flux's default would fuse the transformer alone)
             dp.fuse_lora(components=list(targets), lora_scale=float(scale), adapter_names=[ADAPTER_NAME])
             dp.unload_lora_weights()
