@@ -73,6 +73,28 @@ def oom_message(exc: BaseException) -> str:
     return f"accelerator out of memory at batch size 1 ({type(exc).__name__})"
 
 
+_MISSING = object()
+
+
+def fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any],
+                            defaults: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Top-level keys where a run's recorded fingerprint and the current one differ, ``{key:
+    (stored, current)}``. A setting the recorded one lacks (added to memtui after the run started:
+    ``lora_scale``, a method's new option) matches when its current value is its default, at any
+    depth of the nested inversion tables, so older runs resume."""
+
+    def same(s: Any, c: Any, d: Any) -> bool:
+        if s == c:
+            return True
+        if isinstance(s, Mapping) and isinstance(c, Mapping):
+            d = d if isinstance(d, Mapping) else {}
+            return all(same(s.get(k, _MISSING), c.get(k, _MISSING), d.get(k, _MISSING)) for k in set(s) | set(c))
+        return s is _MISSING and d is not _MISSING and c == d
+
+    return {k: (stored.get(k), current.get(k)) for k in sorted(set(stored) | set(current))
+            if not same(stored.get(k, _MISSING), current.get(k, _MISSING), defaults.get(k, _MISSING))}
+
+
 class ItemLoop:
     """One process working on one run directory (see module docstring for the hooks)."""
 
@@ -146,9 +168,10 @@ class ItemLoop:
         stored = next((e.get("fingerprint") for e in events if e.get("type") == "started"), None)
         if not isinstance(stored, dict) or stored == fingerprint:
             return
-        diff = {k: (stored.get(k), fingerprint.get(k)) for k in sorted(set(stored) | set(fingerprint))
-                if stored.get(k) != fingerprint.get(k)}
-        raise SpecMismatchError(self.rd.path, diff)
+        defaults = json.loads(json.dumps(self.spec.default_fingerprint(), default=str))
+        diff = fingerprint_differences(stored, fingerprint, defaults)
+        if diff:
+            raise SpecMismatchError(self.rd.path, diff)
 
     def is_complete(self, cancelled: bool) -> bool:
         """Whether every item of the plan has a record (``ok`` or ``error``)."""

@@ -259,6 +259,11 @@ slow first batches of each shape). ``image_size`` None = the model's native size
             d["options"] = {k: v for k, v in d["options"].items() if k not in skip}
         return d
 
+    def default_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint of a spec with this one's analysis and method and every other field at
+        its default (what a setting added after a run started is compared with on resume)."""
+        return type(self)(analysis=self.analysis, method=self.method).fingerprint()
+
     def differences(self, other: "RunSpec") -> dict[str, tuple[Any, Any]]:
         """Result-changing fields where ``self`` (stored) and ``other`` (given) differ."""
         a, b = self.fingerprint(), other.fingerprint()

@@ -214,6 +214,35 @@ def test_spec_mismatch_is_refused_naming_fields(full_run, tiny_pipe_dir, data, t
     assert rd.prepare(same) == "resume"
 
 
+def _rewrite_started_fingerprint(rd: RunDir, edit) -> None:
+    lines = (rd.path / "events.jsonl").read_text().splitlines()
+    out = []
+    for line in lines:
+        e = json.loads(line)
+        if e.get("type") == "started":
+            edit(e["fingerprint"])
+        out.append(json.dumps(e))
+    (rd.path / "events.jsonl").write_text("\n".join(out) + "\n")
+
+
+def test_a_run_recorded_before_newer_settings_resumes(full_run, tiny_pipe_dir, data, tmp_path) -> None:
+    """A run started by an older memtui has no lora_scale / lora_fuse and no DDIM eval_at in its
+    recorded fingerprint: at their defaults they match; a recorded non-default still refuses."""
+    def older(fp: dict) -> None:
+        fp.pop("lora_scale"), fp.pop("lora_fuse")
+        fp["inversion"]["ddim"].pop("eval_at")
+
+    rd = copy_run(full_run, tmp_path / "old")
+    _rewrite_started_fingerprint(rd, older)
+    assert run_concept(make_spec(tiny_pipe_dir, data), rd)["status"] == "finished"
+    with pytest.raises(SpecMismatchError, match="inversion"):
+        run_concept(make_spec(tiny_pipe_dir, data, inversion={"ddim": {"eval_at": "current"}}), copy_run(rd, tmp_path / "o2"))
+    other = copy_run(full_run, tmp_path / "scaled")
+    _rewrite_started_fingerprint(other, lambda fp: fp.update(lora_scale=0.5))
+    with pytest.raises(SpecMismatchError, match="lora_scale"):
+        run_concept(make_spec(tiny_pipe_dir, data), other)
+
+
 def test_restart_moves_old_contents(full_run, tiny_pipe_dir, data, tmp_path) -> None:
     rd = copy_run(full_run, tmp_path / "run")
     spec = make_spec(tiny_pipe_dir, data, max_items=1)
