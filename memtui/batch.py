@@ -51,6 +51,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         data["options"] = {**(data.get("options") or {}), **options}
     from memtui.engine.inversion.registry import method_names, options_class
 
+    from memtui.engine.inversion.config import CommonOptions
+
+    shared = given_flags(args, CommonOptions)  # every method's settings -> the spec's [inversion] table
+    if shared:
+        data["inversion"] = {**(data.get("inversion") or {}), **shared}
     for method in method_names():  # method option flags -> the spec's [inversion.<method>] table
         mine = given_flags(args, options_class(method))
         if mine:

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument(a.switch, dest=flag_dest(a.switch), action="store_true",
                            help=f"run the {a.name} analysis (same as --analysis {a.name})")
         add_arguments(g, a.Options, skip=shared)
+    from memtui.engine.inversion.config import CommonOptions
+
+    add_arguments(p.add_argument_group("inversion, every method (a spec's [inversion] table)"), CommonOptions)
     for name in method_names():
         cls = options_class(name)
         g = p.add_argument_group(f"inversion method {name} (with --method {name}; a spec's [inversion.{name}] table)")

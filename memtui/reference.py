@@ -10,6 +10,7 @@ from typing import Any
 
 from memtui.engine import analyses
 from memtui.engine.core.options import UNSET, OptionInfo, describe
+from memtui.engine.inversion.config import CommonOptions
 from memtui.engine.inversion.registry import get_method, method_names
 from memtui.engine.runs.executors import executor_names, get_executor
 from memtui.engine.runs.schema import FORMAT_VERSION
@@ -63,6 +64,10 @@ def options_markdown() -> str:
         out += ["", f"### `{a.name}`", "", doc, "", "| option | flag | type | default | meaning |",
                 "|---|---|---|---|---|"]
         out += [_row(i, flag=True) for i in a.option_infos()]
+    out += ["", "## Inversion settings of every method", "",
+            "In a spec's `[inversion]` table (beside the method tables), or with the flags shown.", "",
+            "| setting | flag | type | default | meaning |", "|---|---|---|---|---|"]
+    out += [_row(i, flag=True) for i in describe(CommonOptions) if i.name not in ("method", "steps", "seed")]
     out += ["", "## Inversion methods (`--method`)", "", "| method | options |", "|---|---|"]
     for name in method_names():
         out.append(f"| `{name}` | {', '.join(f'`{i.name}`' for i in describe(get_method(name).Options)) or '—'} |")

@@ -20,7 +20,7 @@ from typing import Any
 from memtui.engine.core.options import option, problems as option_problems
 from memtui.engine.inversion.registry import DEFAULT_METHOD, get_method, method_names
 
-__all__ = ["InversionConfig", "ENCODES", "LEGACY_NTI_KEYS", "inversion_problems"]
+__all__ = ["InversionConfig", "CommonOptions", "ENCODES", "LEGACY_NTI_KEYS", "inversion_problems"]
 
 ENCODES = ("mean", "sample", "auto")
 LEGACY_NTI_KEYS = {"nti_mode": "mode", "nti_guidance": "guidance", "nti_inner_steps": "inner_steps"}
@@ -28,7 +28,7 @@ _NTI = "nti"
 
 
 @dataclass
-class _Common:
+class CommonOptions:
     """The common fields as declared options (validation and messages come from the declaration)."""
 
     method: str = option(DEFAULT_METHOD, help="inversion method", flag=None)
@@ -39,9 +39,13 @@ class _Common:
                          "default (auto)", choices=ENCODES, flag=None)
     guidance: float = option(1.0, help="classifier-free guidance of the reconstruction (official 1.0); "
                              "methods with their own reconstruction (nti) ignore it", flag=None)
+    embedded_guidance: float | None = option(
+        None, help="distilled guidance fed to a guidance-distilled model (FLUX.1-dev's guidance embedding) "
+        "in every inversion and reconstruction call; unset: the model's own default (3.5 for FLUX.1-dev); "
+        "models without one (SD, FLUX.1-schnell) ignore it", minimum=0, flag="--embedded-guidance")
 
 
-COMMON = tuple(f.name for f in fields(_Common))
+COMMON = tuple(f.name for f in fields(CommonOptions))
 
 
 @dataclass
@@ -50,13 +54,15 @@ class InversionConfig:
     ``seed`` seeds one CPU generator per item (``Generator("cpu").manual_seed(seed)``: the official
     code re-seeds 42 for every image); ``encode`` mean | sample | auto (the method's default: sample
     for renoise, as official, mean otherwise); ``guidance``: reconstruction CFG (official 1.0; NTI
-    reconstructs with its own); ``options``: the method's options dataclass (None → its defaults)."""
+    reconstructs with its own); ``embedded_guidance``: a guidance-distilled model's guidance input
+    (None: the model's default); ``options``: the method's options dataclass (None → its defaults)."""
 
     method: str = DEFAULT_METHOD
     steps: int = 50
     seed: int = 42
     encode: str = "auto"
     guidance: float = 1.0
+    embedded_guidance: float | None = None
     options: Any = None
 
     def __post_init__(self) -> None:
@@ -70,7 +76,7 @@ class InversionConfig:
 
     def validate(self) -> None:
         """ValueError naming every bad field or option."""
-        probs = option_problems(_Common, {k: getattr(self, k) for k in COMMON})
+        probs = option_problems(CommonOptions, {k: getattr(self, k) for k in COMMON})
         if not probs:
             cls = get_method(self.method).Options
             if not isinstance(self.options, cls):
@@ -112,7 +118,7 @@ class InversionConfig:
         unknown = sorted(k for k in d if k not in known)
         probs = [f"unknown inversion option(s): {', '.join(unknown)}; known: {', '.join(known)}"] if unknown else []
         common = {k: d[k] for k in COMMON if k in d}
-        probs += option_problems(_Common, common)
+        probs += option_problems(CommonOptions, common)
         method = common.get("method", DEFAULT_METHOD)
         if isinstance(method, str) and method not in names:
             probs.append(f"method must be one of {', '.join(names)}, got {method!r}")
@@ -137,8 +143,9 @@ class InversionConfig:
         if probs:
             return None, probs
         kw = dict(common)
-        if isinstance(kw.get("guidance"), int):
-            kw["guidance"] = float(kw["guidance"])
+        for key in ("guidance", "embedded_guidance"):
+            if isinstance(kw.get(key), int) and not isinstance(kw.get(key), bool):
+                kw[key] = float(kw[key])
         kw["options"] = built.get(method)
         return cls(**kw), []
 

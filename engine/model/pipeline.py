@@ -120,6 +120,11 @@ class SDPipeline:
         side = (image_size or self.image_size) // self.vae_scale
         return (self.latent_channels, side, side)
 
+    def use_embedded_guidance(self, guidance: float | None) -> bool:
+        """Set the distilled guidance a guidance-distilled model reads on every call (None: its
+        default); returns whether this model has such an input (the UNet families have none)."""
+        return False
+
     def use_image_size(self, px: int) -> None:
         """Set the square image side (pixels) the next inversions work at; the UNet families' noise
         schedule does not depend on it (Flux's σ grid does: its family overrides this)."""

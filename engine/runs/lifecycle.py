@@ -24,7 +24,9 @@ def load_pipeline(spec: RunSpec, device: str, base: str | None = None) -> tuple[
 
 def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, int]:
     """Load the base pipeline (+ the ablated checkpoint) and build the inversion config of ``spec``;
-    logs a ``progress`` event with the load report and the speed settings applied (channels_last
+    logs a ``progress`` event with the load report, the distilled guidance of a guidance-distilled
+    model (``embedded_guidance``; a ``message`` when one is set for a model without it) and the
+    speed settings applied (channels_last
     where safe, VAE calls of :data:`~memtui.engine.model.speed.VAE_CHUNK` images; ``torch.compile``
     is left to the caller, after any batch-size probe). Returns ``(pipe, InversionConfig,
     image_size_px)``. Raises SpecError when the image size does not fit the VAE's downsampling factor."""
@@ -39,10 +41,14 @@ def load_run_model(spec: RunSpec, rd: RunDir, device: str) -> tuple[Any, Any, in
         raise SpecError(f"image_size {size} is not a multiple of {pipe.size_multiple} (the model's latent grid)")
     pipe.use_image_size(size)  # Flux shifts its σ grid with the image's token count
     config = inversion_config(spec)
+    distilled = pipe.use_embedded_guidance(config.embedded_guidance)
+    note = ({"message": f"embedded_guidance {config.embedded_guidance:g} ignored: the {pipe.family} base "
+                        "has no guidance embedding"} if config.embedded_guidance is not None and not distilled else {})
     rd.event("progress", stage="loaded", seconds=round(time.monotonic() - t, 3), device=device,
              precision=spec.precision, family=pipe.family, image_size=size, load_report=report,
+             embedded_guidance=getattr(pipe, "embedded_guidance", None) if distilled else None,
              inversion=config.to_dict(),
-             speed={**speed, "vae_chunk": pipe.vae_chunk})
+             speed={**speed, "vae_chunk": pipe.vae_chunk}, **note)
     return pipe, config, size
 
 

@@ -226,11 +226,11 @@ def _rewrite_started_fingerprint(rd: RunDir, edit) -> None:
 
 
 def test_a_run_recorded_before_newer_settings_resumes(full_run, tiny_pipe_dir, data, tmp_path) -> None:
-    """A run started by an older memtui has no lora_scale / lora_fuse and no DDIM eval_at in its
-    recorded fingerprint: at their defaults they match; a recorded non-default still refuses."""
+    """A run started by an older memtui has no lora_scale / lora_fuse, no embedded_guidance and no
+    DDIM eval_at in its recorded fingerprint: at their defaults they match; a recorded non-default still refuses."""
     def older(fp: dict) -> None:
         fp.pop("lora_scale"), fp.pop("lora_fuse")
-        fp["inversion"]["ddim"].pop("eval_at")
+        fp["inversion"]["ddim"].pop("eval_at"), fp["inversion"].pop("embedded_guidance")
 
     rd = copy_run(full_run, tmp_path / "old")
     _rewrite_started_fingerprint(rd, older)

@@ -234,3 +234,34 @@ def test_cross_family_checkpoints_are_refused_naming_both(ckpt, base, tmp_path) 
         load_ablated(pipe, f)
     assert titles[ckpt] in str(err.value) and titles[base] in str(err.value) and "Nothing was changed" in str(err.value)
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
+
+
+def test_embedded_guidance_flag_reaches_the_transformer(tmp_path, capsys) -> None:
+    """``--embedded-guidance`` is the distilled guidance of every inversion call on FLUX.1-dev (other
+    seeds than the default 3.5); on a base without a guidance embedding the loaded event says so."""
+    import json
+
+    from memtui.cli import main
+    from memtui.engine.testkit import save_pipeline
+    from tests.helpers import make_captions_set
+
+    erased, ref = make_captions_set(tmp_path / "erased", 2, 0), make_captions_set(tmp_path / "reference", 2, 1)
+    flux_dir = save_pipeline(tiny_flux_pipeline(seed=5), tmp_path / "flux")
+    sd_dir = save_pipeline(tiny_pipeline(seed=5), tmp_path / "sd1")
+
+    def run(base, out, *extra):
+        assert main(["--batch", "--base", str(base), "--erased", str(erased), "--reference", str(ref),
+                     "--method", "ddim", "--steps", "3", "--device", "cpu", "--out", str(out), *extra]) == 0
+        loaded = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"loaded"' in x][0]
+        recs = {r["item_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+        return loaded, recs
+
+    loaded, default = run(flux_dir, tmp_path / "g35")
+    assert loaded["embedded_guidance"] == 3.5 and "message" not in loaded
+    loaded, one = run(flux_dir, tmp_path / "g1", "--embedded-guidance", "1")
+    assert loaded["embedded_guidance"] == 1.0 and loaded["inversion"]["embedded_guidance"] == 1.0
+    assert json.loads((tmp_path / "g1" / "spec.json").read_text())["inversion"]["embedded_guidance"] == 1.0
+    assert all(abs(one[k]["nll"] - default[k]["nll"]) > 1e-6 for k in one)
+    loaded, _ = run(sd_dir, tmp_path / "sd", "--embedded-guidance", "2")
+    assert loaded["embedded_guidance"] is None and "ignored" in loaded["message"]
+    capsys.readouterr()

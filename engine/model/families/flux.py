@@ -146,6 +146,12 @@ class FluxPipeline(SDPipeline):
             self.use_image_size(self.native_size)
         return self._sigma_shift
 
+    def use_embedded_guidance(self, guidance: float | None) -> bool:
+        """FLUX.1-dev's guidance embedding reads ``guidance`` (None: 3.5); schnell has none."""
+        if guidance is not None:
+            self.embedded_guidance = float(guidance)
+        return bool(self.unet.config.guidance_embeds)
+
     def use_image_size(self, px: int) -> None:
         """Shift the inversion grid for ``px × px`` images, as FluxPipeline shifts its schedule for
         that size (dynamic shifting; a fixed shift does not depend on it)."""
