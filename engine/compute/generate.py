@@ -252,7 +252,7 @@ def _sample_rows(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], ks: Se
         raise ValueError(f"image size {width}x{height} must be a multiple of {m}")
     shape = (pipe.latent_channels, height // f, width // f)
     scheduler = prepare_sampler(pipe, sampler, steps, height, width)
-    ancestral = "generator" in inspect.signature(scheduler.step).parameters and not getattr(pipe, "is_flow", False)
+    ancestral = "generator" in inspect.signature(scheduler.step).parameters and not pipe.is_flow
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     noise, gens = [], []
     for seed, k in zip(seeds, ks):

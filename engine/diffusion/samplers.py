@@ -77,7 +77,7 @@ def prepare_sampler(pipe: "SDPipeline", name: str, steps: int, height: int, widt
     pixels. A flow-matching model (``pipe.is_flow``) takes a flow sampler and the others an ε one
     (ValueError naming the ones that fit); a flow sampler's timesteps are the model's own
     (``pipe.timestep_kwargs``: Flux's σ from 1 and its resolution-dependent shift)."""
-    flow_model, key = bool(getattr(pipe, "is_flow", False)), sampler_key(name)
+    flow_model, key = pipe.is_flow, sampler_key(name)
     if (key in FLOW_SAMPLERS) != flow_model:
         fit = sorted(FLOW_SAMPLERS) if flow_model else [k for k in SAMPLERS if k not in FLOW_SAMPLERS]
         what = "a flow-matching model (it predicts a velocity)" if flow_model else "a noise-prediction model"
@@ -138,7 +138,7 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
     if height % m or width % m:
         raise ValueError(f"image size {width}x{height} must be a multiple of {m}")
     scheduler = prepare_sampler(pipe, sampler, steps, height, width)
-    flow = bool(getattr(pipe, "is_flow", False))
+    flow = pipe.is_flow
     shape = (pipe.latent_channels, height // f, width // f)
     if noise is None:
         gens = item_generators(seeds)  # one per row: the initial noise, then the ancestral samplers' draws
@@ -148,7 +148,7 @@ def _sample(pipe: "SDPipeline", prompts: Sequence[str], seeds: Sequence[int], gu
             raise ValueError(f"noise must be {[n, *shape]}, got {list(noise.shape)}")
         gens = list(generators) if generators is not None else item_generators(seeds)
         latents = noise.float()
-    latents = latents.to(pipe.device) * getattr(scheduler, "init_noise_sigma", 1.0)
+    latents = latents.to(pipe.device) * getattr(scheduler, "init_noise_sigma", 1.0)  # flow samplers have none: 1
     ancestral = "generator" in inspect.signature(scheduler.step).parameters and not flow
 
     uncond, cond = pipe.encode_prompts([negative_prompt] * n + list(prompts)).split(n)

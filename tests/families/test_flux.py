@@ -138,7 +138,7 @@ def test_generation_equals_diffusers_flux_pipeline(guidance_embeds) -> None:
         sample(pipe, PROMPTS[:1], [0], sampler="flow_euler", steps=2, height=20, width=20)
 
 
-def test_an_eps_sampler_is_refused_on_flux_and_flow_euler_on_sd() -> None:
+def test_flow_euler_is_refused_on_a_noise_prediction_model() -> None:
     with pytest.raises(ValueError, match="noise-prediction model"):
         sample(tiny_pipeline(family="sd1"), PROMPTS[:1], [0], sampler="flow_euler", steps=2)
 

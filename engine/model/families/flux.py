@@ -38,9 +38,10 @@ import torch
 
 from memtui.engine.model.families.base import Family, Shapes
 from memtui.engine.model.families.conditioning import pack_pooled, unpack_hidden, unpack_pooled
-from memtui.engine.model.families.registry import FLUX_MARKERS, register
-from memtui.engine.model.families.sd import write_sd_folder
-from memtui.engine.model.loading.components import load_component, require_components, scheduler_config, weights_variant
+from memtui.engine.model.families.registry import register
+from memtui.engine.model.families.sd import load_sd_components, write_sd_folder
+from memtui.engine.model.loading.components import load_component, require_components, scheduler_config
+from memtui.engine.model.loading.keys import looks_like_flux_transformer
 from memtui.engine.model.pipeline import SDPipeline
 from memtui.engine.model.schedule import make_ddim
 
@@ -249,21 +250,14 @@ class Flux(Family):
 
     @classmethod
     def load(cls, root: Path, dtype: torch.dtype, device: str, source: str) -> SDPipeline:
-        from diffusers import AutoencoderKL, FluxTransformer2DModel
-        from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
+        from diffusers import FluxTransformer2DModel
+        from transformers import AutoTokenizer, T5EncoderModel
 
         require_components(root, cls.components)
-        kw = {"local_files_only": True, "torch_dtype": dtype, "low_cpu_mem_usage": False}
-        tf = {"local_files_only": True, "dtype": dtype}
-        parts = {
-            "unet": load_component(root / "transformer", lambda f: FluxTransformer2DModel.from_pretrained(
-                f, variant=weights_variant(f), **kw)),
-            "vae": load_component(root / "vae", lambda f: AutoencoderKL.from_pretrained(f, variant=weights_variant(f), **kw)),
-            "text_encoder": load_component(root / "text_encoder", lambda f: CLIPTextModel.from_pretrained(f, **tf)),
-            "tokenizer": load_component(root / "tokenizer", lambda f: CLIPTokenizer.from_pretrained(f, local_files_only=True)),
-            "text_encoder_2": load_component(root / "text_encoder_2", lambda f: T5EncoderModel.from_pretrained(f, **tf)),
-            "tokenizer_2": load_component(root / "tokenizer_2", lambda f: AutoTokenizer.from_pretrained(f, local_files_only=True)),
-        }
+        parts = load_sd_components(root, dtype, "transformer", FluxTransformer2DModel)
+        parts["text_encoder_2"] = load_component(root / "text_encoder_2", lambda f: T5EncoderModel.from_pretrained(
+            f, local_files_only=True, dtype=dtype))
+        parts["tokenizer_2"] = load_component(root / "tokenizer_2", lambda f: AutoTokenizer.from_pretrained(f, local_files_only=True))
         index = json.loads((root / "model_index.json").read_text())
         sched = {k: v for k, v in scheduler_config(root).items() if k in FLOW_SCHEDULER_KEYS} or dict(FLUX_DEFAULT_SCHEDULER)
         pipe = FluxPipeline(**parts, scheduler_config=sched, source=source, family=cls.name,
@@ -282,4 +276,4 @@ class Flux(Family):
     @classmethod
     def claims_unet(cls, shapes: Shapes) -> bool | None:
         """Yes for a Flux transformer's keys (diffusers or BFL names), no for anything else."""
-        return any(k.startswith(FLUX_MARKERS) for k in shapes)
+        return looks_like_flux_transformer(shapes)

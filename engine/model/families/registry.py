@@ -10,7 +10,7 @@ from memtui.engine.core.registry import Registry
 from memtui.engine.model.families.base import Family, Shapes
 
 __all__ = ["FAMILIES", "register", "family_names", "get_family", "detect_family", "checkpoint_families",
-           "UNSUPPORTED", "FLUX_MARKERS"]
+           "UNSUPPORTED", "family_label", "other_families"]
 
 ORDER = ("sd1", "sd2", "sdxl", "flux")
 FAMILIES: Registry[Family] = Registry("model family", "memtui.engine.model.families", ORDER,
@@ -22,8 +22,6 @@ UNSUPPORTED = {
     "StableDiffusion3Pipeline": "Stable Diffusion 3 (MMDiT)",
     "StableDiffusionXLImg2ImgPipeline": "the SDXL refiner",
 }
-# Keys of a Flux transformer state dict (diffusers or the original BFL names).
-FLUX_MARKERS = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.", "double_blocks.", "single_blocks.")
 
 
 def family_names() -> tuple[str, ...]:
@@ -61,3 +59,17 @@ def checkpoint_families(shapes: Shapes) -> set[str]:
         return yes
     maybe = {n for n, v in votes.items() if v is None}
     return maybe if len(maybe) < len(votes) else set()
+
+
+def family_label(name: str) -> str:
+    """``"Stable Diffusion 1.x (sd1)"``: a family's title and registry name, for messages."""
+    return f"{get_family(name).title} ({name})"
+
+
+def other_families(shapes: Shapes, family: str) -> str | None:
+    """The families a denoiser state dict (key -> shape) belongs to, as ``"A (a) or B (b)"``, when
+    ``family`` is not among them; None when it may be ``family``'s (or the keys cannot tell)."""
+    fams = checkpoint_families(shapes)
+    if not fams or family in fams:
+        return None
+    return " or ".join(family_label(n) for n in sorted(fams))

@@ -31,14 +31,18 @@ def is_sd2_unet(config: Mapping[str, Any]) -> bool:
     return bool(config.get("use_linear_projection")) or config.get("cross_attention_dim") == 1024
 
 
-def load_sd_components(root: Path, dtype: torch.dtype) -> dict[str, Any]:
-    """unet, vae, text_encoder, tokenizer of a pipeline folder, in ``dtype`` (CPU)."""
+def load_sd_components(root: Path, dtype: torch.dtype, denoiser: str = "unet",
+                       denoiser_class: Any = None) -> dict[str, Any]:
+    """unet, vae, text_encoder, tokenizer of a pipeline folder, in ``dtype`` (CPU). The ``unet``
+    entry is the denoising network read from the ``denoiser`` folder with ``denoiser_class``
+    (default ``unet/``, ``UNet2DConditionModel``; Flux: ``transformer/``, ``FluxTransformer2DModel``)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    net = denoiser_class or UNet2DConditionModel
     kw = {"local_files_only": True, "torch_dtype": dtype, "low_cpu_mem_usage": False}
     return {
-        "unet": load_component(root / "unet", lambda f: UNet2DConditionModel.from_pretrained(f, variant=weights_variant(f), **kw)),
+        "unet": load_component(root / denoiser, lambda f: net.from_pretrained(f, variant=weights_variant(f), **kw)),
         "vae": load_component(root / "vae", lambda f: AutoencoderKL.from_pretrained(f, variant=weights_variant(f), **kw)),
         "text_encoder": load_component(root / "text_encoder",
                                        lambda f: CLIPTextModel.from_pretrained(f, local_files_only=True, dtype=dtype)),

@@ -116,18 +116,14 @@ def _refuse_other_family(parts: dict[str, dict[str, torch.Tensor]], pipe: SDPipe
     """:class:`CheckpointMismatchError` naming both families when the checkpoint's UNet or
     transformer keys say it belongs to a family other than the base's, or when it holds a component
     the base has not (nothing has been written yet)."""
-    from memtui.engine.model.families import checkpoint_families, get_family
+    from memtui.engine.model.families.registry import family_label, other_families
 
-    def title(name: str) -> str:
-        return get_family(name).title
-
-    base = f"{title(pipe.family)} ({pipe.family})"
+    base = family_label(pipe.family)
     for comp in ("unet", "transformer"):
         if comp not in parts:
             continue
-        fams = checkpoint_families({k: tuple(v.shape) for k, v in parts[comp].items()})
-        if fams and pipe.family not in fams:
-            what = " or ".join(f"{title(n)} ({n})" for n in sorted(fams))
+        what = other_families({k: tuple(v.shape) for k, v in parts[comp].items()}, pipe.family)
+        if what:
             raise CheckpointMismatchError(
                 f"{where}: this is a checkpoint of {what}, but the base is {base}; "
                 "give the base model the checkpoint was fine-tuned from. Nothing was changed.")

@@ -18,11 +18,12 @@ from memtui.engine.model.loading.errors import UnsupportedCheckpointError
 UNET_FAMILIES = ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.", "up_blocks.",
                  "conv_norm_out.", "conv_out.")
 TEXT_PREFIXES = ("text_model.", "embeddings.", "encoder.", "final_layer_norm.")
-# A Flux transformer's own top-level modules, in diffusers' names and the original BFL names.
-FLUX_DIFFUSERS_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.",
-                           "time_text_embed.", "norm_out.", "proj_out.")
+# The original BFL names of a Flux transformer's top-level modules, and the keys only a Flux
+# transformer has (diffusers or BFL names): what tells its state dicts from a UNet's.
 FLUX_BFL_PREFIXES = ("double_blocks.", "single_blocks.", "img_in.", "txt_in.", "time_in.", "vector_in.",
                      "guidance_in.", "final_layer.")
+FLUX_MARKERS = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.",
+                "double_blocks.", "single_blocks.")
 LDM_UNET_PREFIX = "model.diffusion_model."
 LDM_TEXT_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
 LDM_VAE_PREFIX = "first_stage_model."
@@ -132,8 +133,7 @@ def looks_like_text_encoder(keys: Iterable[str]) -> bool:
 def looks_like_flux_transformer(keys: Iterable[str]) -> bool:
     """A Flux transformer state dict (or part of one): keys only a Flux transformer has, in
     diffusers or BFL names, optionally under a ``transformer.`` prefix."""
-    marks = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.") + FLUX_BFL_PREFIXES[:2]
-    return any(k.removeprefix("transformer.").startswith(marks) for k in keys)
+    return any(k.removeprefix("transformer.").startswith(FLUX_MARKERS) for k in keys)
 
 
 def normalise_flux_keys(sd: dict[str, torch.Tensor], warnings: list[str]) -> dict[str, torch.Tensor]:
@@ -155,7 +155,7 @@ def normalise_flux_keys(sd: dict[str, torch.Tensor], warnings: list[str]) -> dic
     return sd
 
 
-LORA_FACTORS = (".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.", ".lora_A.default.", ".lora_B.default.")
+LORA_FACTORS = (".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.")
 DIFFUSERS_LORA_PREFIXES = ("unet.", "transformer.", "text_encoder.", "text_encoder_2.")
 
 
@@ -169,7 +169,7 @@ def looks_like_diffusers_lora(keys: Iterable[str]) -> bool:
 
 
 def lora_base_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Component -> ``{adapted weight key: (out or None, in)}`` of a diffusers-format LoRA: each
+    """Component -> ``{adapted weight key: (out, in)}`` (0 where the file lacks that factor) of a diffusers-format LoRA: each
     ``…X.lora_A.weight [r, in]`` / ``lora_B [out, r]`` pair read as the base weight ``…X.weight``
     it adapts (what :func:`memtui.engine.model.families.checkpoint_families` reads). Keys without a
     component prefix are the denoiser's (``unet``)."""

@@ -38,7 +38,7 @@ def diffusers_pipeline(pipe: SDPipeline) -> Any:
     from memtui.engine.model.families import get_family
 
     cls = getattr(diffusers, get_family(pipe.family).pipeline_classes[0])
-    sched = (diffusers.FlowMatchEulerDiscreteScheduler(**pipe.scheduler_config) if getattr(pipe, "is_flow", False)
+    sched = (diffusers.FlowMatchEulerDiscreteScheduler(**pipe.scheduler_config) if pipe.is_flow
              else pipe.make_scheduler())
     parts: dict[str, Any] = {**pipe.component_modules(), **pipe.tokenizers(), "scheduler": sched}
     params = inspect.signature(cls.__init__).parameters
@@ -69,15 +69,13 @@ def _quiet() -> Iterator[None]:
 
 
 def _refuse_other_family(shapes: dict[str, dict[str, tuple[int, ...]]], pipe: SDPipeline, where: str) -> None:
-    from memtui.engine.model.families import checkpoint_families, get_family
+    from memtui.engine.model.families.registry import family_label, other_families
 
     den = shapes.get("transformer") or shapes.get("unet") or {}
-    fams = checkpoint_families(den) if den else set()
-    if fams and pipe.family not in fams:
-        what = " or ".join(f"{get_family(n).title} ({n})" for n in sorted(fams))
-        base = get_family(pipe.family)
+    what = other_families(den, pipe.family) if den else None
+    if what:
         raise CheckpointMismatchError(
-            f"{where}: this LoRA adapts {what}, but the base is {base.title} ({pipe.family}); give the base "
+            f"{where}: this LoRA adapts {what}, but the base is {family_label(pipe.family)}; give the base "
             "model the adapter was trained on. Nothing was changed.")
 
 
